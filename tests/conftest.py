@@ -1,0 +1,54 @@
+"""Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_TRAIN, N_TEST = 512, 128
+
+
+def write_idx(path, tensor, magic):
+    """Write a uint8 tensor as an IDX file: big-endian magic, one 4-byte size per dimension, the bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in tensor.shape)
+    Path(path).write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_digits(n, seed):
+    """n 28x28 uint8 images whose label is readable: a bright bar whose position encodes the digit."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    images = (torch.rand(n, 28, 28, generator=g) * 40).to(torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        images[i, 4 + 2 * label: 6 + 2 * label, 6:22] = 255
+    return images, labels
+
+
+def make_mnist_root(root, n_train=N_TRAIN, n_test=N_TEST):
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for (img_name, lbl_name), n, seed in (
+        (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), n_train, 0),
+        (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), n_test, 1),
+    ):
+        images, labels = synthetic_digits(n, seed)
+        write_idx(raw / img_name, images, 2051)
+        write_idx(raw / lbl_name, labels, 2049)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory):
+    """A data_dir holding MNIST/raw/ with 512 training and 128 test synthetic images."""
+    return make_mnist_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def fresh_mnist_root(tmp_path):
+    """A private copy the test may corrupt."""
+    return make_mnist_root(tmp_path / "data")

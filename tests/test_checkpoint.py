@@ -1,0 +1,121 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+from model import Net
+from utils import get_recipe, load_checkpoint, make_optimizer, make_scheduler, new_history, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_run(seed=0):
+    torch.manual_seed(seed)
+    model = Net()
+    recipe = get_recipe("s5")
+    optimizer = make_optimizer(model, recipe)
+    return model, optimizer, make_scheduler(optimizer, recipe)
+
+
+def test_round_trip_restores_everything(tmp_path):
+    model, optimizer, scheduler = make_run(0)
+    model(torch.randn(2, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    history = new_history()
+    history["test_acc"].append(97.5)
+    save_checkpoint(tmp_path / "run.pt", model, optimizer, scheduler, 3, history)
+
+    other, other_opt, other_sched = make_run(1)
+    epoch, loaded_history = load_checkpoint(tmp_path / "run.pt", other, other_opt, other_sched)
+    assert epoch == 3 and loaded_history == history
+    for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert other_sched.state_dict() == scheduler.state_dict()
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"],
+                       optimizer.state_dict()["state"][0]["momentum_buffer"])
+
+
+def test_a_plain_state_dict_loads_as_weights(tmp_path):
+    model, _, _ = make_run(0)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    other, _, _ = make_run(1)
+    assert load_checkpoint(tmp_path / "weights.pt", other)[0] == 0
+    assert torch.equal(other.fc2.weight, model.fc2.weight)
+
+
+class Payload:
+    """Unpickling this runs code: it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    model, _, _ = make_run(0)
+    torch.save({"model": model.state_dict(), "epoch": 1, "history": new_history(), "evil": Payload(str(marker))},
+               tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refused to load .*evil.pt.*could run code") as info:
+        load_checkpoint(tmp_path / "evil.pt", model)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_different_architecture_is_a_clear_error(tmp_path):
+    torch.save(nn.Linear(4, 2).state_dict(), tmp_path / "linear.pt")
+    with pytest.raises(ValueError, match="different model.*missing conv1.weight"):
+        load_checkpoint(tmp_path / "linear.pt", Net())
+    wide = Net()
+    wide.fc2 = nn.Linear(50, 12)
+    model, optimizer, scheduler = make_run(0)
+    save_checkpoint(tmp_path / "wide.pt", wide, None, None, 1, new_history())
+    with pytest.raises(ValueError, match="different model.*wrong shape fc2.weight"):
+        load_checkpoint(tmp_path / "wide.pt", model)
+
+
+def test_not_a_checkpoint_and_missing_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="notes.txt is not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "notes.txt", Net())
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "dict.pt")
+    with pytest.raises(ValueError, match="not a checkpoint written by save_checkpoint"):
+        load_checkpoint(tmp_path / "dict.pt", Net())
+    with pytest.raises(FileNotFoundError, match="nothing.pt does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt", Net())
+
+
+SAVE_FOREVER = """
+import sys, torch, torch.nn as nn
+sys.path.insert(0, {root!r})
+from utils import save_checkpoint, new_history
+big = nn.Linear(4096, 8192)  # 128 MB of weights: each save takes a while
+while True:
+    save_checkpoint({path!r}, big, None, None, 99, new_history())
+"""
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    model, optimizer, scheduler = make_run(0)
+    save_checkpoint(path, model, optimizer, scheduler, 2, new_history())
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER.format(root=ROOT, path=str(path))])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".tmp") and p.stat().st_size > 1_000_000 for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the saver never started writing"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    other, _, _ = make_run(1)
+    assert load_checkpoint(path, other)[0] == 2
+    assert torch.equal(other.conv1.weight, model.conv1.weight)

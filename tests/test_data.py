@@ -1,0 +1,97 @@
+import os
+
+import pytest
+import torch
+from conftest import N_TEST, N_TRAIN, write_idx
+
+from utils import MNIST_FILES, MNIST_MEAN, MNIST_STD, get_data_loaders
+
+ALL_FILES = [name for pair in MNIST_FILES.values() for name in pair]
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "s5"])
+def test_loaders_yield_normalised_batches(mnist_root, pipeline):
+    train_loader, test_loader = get_data_loaders(100, mnist_root, "cpu", pipeline, num_workers=0)
+    assert len(train_loader) == -(-N_TRAIN // 100) and len(test_loader) == -(-N_TEST // 100)
+    images, labels = next(iter(train_loader))
+    assert images.shape == (100, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.shape == (100,) and labels.dtype == torch.int64
+    assert images.min() >= -MNIST_MEAN / MNIST_STD - 1e-4
+    assert images.max() <= (1 - MNIST_MEAN) / MNIST_STD + 1e-4
+    assert sum(len(y) for _, y in test_loader) == N_TEST
+
+
+def test_both_pipelines_give_the_same_test_batches(mnist_root):
+    fast, _ = zip(*get_data_loaders(64, mnist_root, "cpu", "fast")[1], strict=True)
+    s5, _ = zip(*get_data_loaders(64, mnist_root, "cpu", "s5", num_workers=0)[1], strict=True)
+    for a, b in zip(fast, s5, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_test_images_are_raw_pixels_normalised(mnist_root):
+    from torchvision import datasets
+
+    raw = datasets.MNIST(mnist_root, train=False).data[:32].float() / 255
+    images, _ = next(iter(get_data_loaders(32, mnist_root, "cpu")[1]))
+    assert torch.allclose(images[:, 0], (raw - MNIST_MEAN) / MNIST_STD, atol=1e-6)
+
+
+def test_data_dir_falls_back_to_the_environment(mnist_root, monkeypatch):
+    monkeypatch.setenv("MNIST_DATA_DIR", str(mnist_root))
+    _, test_loader = get_data_loaders(64, device="cpu")
+    assert sum(len(y) for _, y in test_loader) == N_TEST
+
+
+def test_missing_files_and_no_network_give_one_clear_error(tmp_path, monkeypatch):
+    # A proxy on a closed local port stands in for "no network": every download fails at once.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(FileNotFoundError) as info:
+        get_data_loaders(64, tmp_path / "nowhere", "cpu")
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert all(name in message for name in ALL_FILES)
+    assert "\n" not in message and info.value.__context__ is None
+
+
+def test_missing_files_without_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        get_data_loaders(64, tmp_path, "cpu", download=False)
+
+
+def raw(root, name):
+    return root / "MNIST" / "raw" / name
+
+
+def test_wrong_magic_number_names_the_file(fresh_mnist_root):
+    path = raw(fresh_mnist_root, "train-images-idx3-ubyte")
+    data = bytearray(path.read_bytes())
+    data[3] = 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte is not an MNIST IDX file: magic number"):
+        get_data_loaders(64, fresh_mnist_root, "cpu")
+
+
+def test_truncated_file_names_the_file(fresh_mnist_root):
+    path = raw(fresh_mnist_root, "t10k-images-idx3-ubyte")
+    os.truncate(path, path.stat().st_size - 100)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is truncated or corrupt"):
+        get_data_loaders(64, fresh_mnist_root, "cpu")
+
+
+def test_image_and_label_counts_must_agree(fresh_mnist_root):
+    write_idx(raw(fresh_mnist_root, "train-labels-idx1-ubyte"), torch.zeros(N_TRAIN - 1), 2049)
+    with pytest.raises(ValueError, match=f"{N_TRAIN} images but .*train-labels-idx1-ubyte has {N_TRAIN - 1}"):
+        get_data_loaders(64, fresh_mnist_root, "cpu")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size must be a positive"),
+    ({"batch_size": -5}, "batch_size must be a positive"),
+    ({"pipeline": "torchvision"}, "pipeline must be one of"),
+])
+def test_bad_arguments(mnist_root, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        get_data_loaders(data_dir=mnist_root, device="cpu", **kwargs)

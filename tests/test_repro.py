@@ -1,0 +1,72 @@
+"""Same seed, same numbers on CPU; an interrupted run resumed from its checkpoint ends where a straight one does."""
+
+import pytest
+import torch
+
+from model import Net
+from utils import (
+    fit,
+    get_data_loaders,
+    get_recipe,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    new_history,
+    set_seed,
+)
+
+
+def start(root, pipeline="fast", schedule="step", seed=0):
+    recipe = get_recipe("s5", epochs=4, batch_size=64, step_size=2, schedule=schedule, lr=0.02)
+    set_seed(seed)
+    train_loader, test_loader = get_data_loaders(recipe.batch_size, root, "cpu", pipeline, seed=seed)
+    model = Net()
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    return model, optimizer, scheduler, train_loader, test_loader
+
+
+def metrics(history):
+    return {key: values for key, values in history.items() if key != "seconds"}
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "s5"])
+def test_same_seed_gives_identical_metrics(mnist_root, pipeline):
+    runs = []
+    for _ in range(2):
+        model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, pipeline)
+        runs.append(fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2))
+    assert metrics(runs[0]) == metrics(runs[1])
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, pipeline, seed=1)
+    other = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2)
+    assert metrics(other)["train_loss"] != metrics(runs[0])["train_loss"]
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_resume_matches_a_straight_run(mnist_root, tmp_path, schedule):
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule)
+    straight = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 4)
+    straight_weights = model.state_dict()
+
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule)
+    fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2, checkpoint_path=tmp_path / "last.pt")
+
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, seed=0)
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore what matters
+    done, history = load_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler)
+    assert done == 2 and len(history["epoch"]) == 2
+    resumed = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 4, history=history,
+                  start_epoch=done + 1)
+    assert metrics(resumed) == metrics(straight)
+    assert straight["lr"][0] != straight["lr"][-1]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, straight_weights[key]), key
+
+
+def test_best_checkpoint_holds_the_best_epoch(mnist_root, tmp_path):
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root)
+    history = new_history()
+    fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 3, history=history,
+        best_path=tmp_path / "best.pt")
+    best_epoch = history["epoch"][history["test_acc"].index(max(history["test_acc"]))]
+    assert load_checkpoint(tmp_path / "best.pt", Net())[0] == best_epoch

@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from conftest import synthetic_digits
+from torch.utils.data import DataLoader, TensorDataset
+
+import utils
+from model import Net
+
+# Ten samples whose "images" are already log-probabilities; nn.LogSoftmax leaves them as they are.
+LOGITS = [[math.log(p) for p in row] for row in (
+    [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.25, 0.25], [0.2, 0.2, 0.6],
+    [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25], [0.9, 0.05, 0.05], [0.4, 0.4, 0.2],
+)]
+TARGETS = [0, 1, 1, 0, 2, 2, 2, 0, 0, 1]
+
+
+def hand_loader(batch_size):
+    return DataLoader(TensorDataset(torch.tensor(LOGITS), torch.tensor(TARGETS)), batch_size=batch_size)
+
+
+def test_test_returns_the_exact_per_sample_mean():
+    # Batches of 4, 4, 2: a mean of batch means would be wrong here.
+    expected_loss = sum(-LOGITS[i][t] for i, t in enumerate(TARGETS)) / 10
+    correct = [1, 1, 0, 1, 1, 0, 1, 0, 1, 0]  # argmax of each row vs its target; ties go to the first
+    loss, acc = utils.test(nn.LogSoftmax(dim=1), "cpu", hand_loader(4))
+    assert type(loss) is float and type(acc) is float
+    assert loss == pytest.approx(expected_loss, abs=1e-6)
+    assert acc == pytest.approx(100 * sum(correct) / 10)
+
+
+def test_train_with_zero_learning_rate_reports_what_test_does():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.LogSoftmax(dim=1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_result = utils.train(model, "cpu", hand_loader(3), optimizer, precision="fp32")
+    test_result = utils.test(model, "cpu", hand_loader(10), precision="fp32")
+    assert train_result == pytest.approx(test_result, abs=1e-6)
+    assert model.training is False  # test() switched to eval mode
+
+
+def test_train_and_test_accept_a_plain_tensor_dataset_loader():
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,)))
+    model = Net()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss, acc = utils.train(model, "cpu", DataLoader(data, batch_size=16, shuffle=True), optimizer)
+    assert math.isfinite(loss) and 0 <= acc <= 100
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    loss, acc = utils.test(model, "cpu", DataLoader(data, batch_size=16))
+    assert math.isfinite(loss) and 0 <= acc <= 100
+
+
+def test_one_batch_overfits():
+    torch.manual_seed(0)
+    images, labels = synthetic_digits(32, seed=0)
+    batch = (utils.normalize(images.float().div(255).unsqueeze(1)), labels)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)  # the S5 recipe's
+    first, _ = utils.test(model, "cpu", [batch])
+    utils.train(model, "cpu", [batch] * 60, optimizer)
+    final, final_acc = utils.test(model, "cpu", [batch])
+    assert first > 2.0 and final < 0.05 and final_acc == 100.0, (first, final)
+
+
+def test_nan_loss_stops_training_naming_epoch_and_batch():
+    batches = [(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))) for _ in range(5)]
+    batches[2][0][0, 0, 0, 0] = float("nan")
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(FloatingPointError, match="loss became nan in epoch 7, batch 3"):
+        utils.train(model, "cpu", batches, optimizer, epoch=7)
+
+
+def test_a_criterion_of_the_users_own():
+    batch = (torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    loss, _ = utils.test(Net(), "cpu", [batch], criterion=lambda out, y: F.nll_loss(out, y) * 0)
+    assert loss == 0.0
+
+
+def test_bad_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be"):
+        utils.test(Net(), "cpu", [(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))], precision="fp8")

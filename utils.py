@@ -1,0 +1,612 @@
+"""Data, training, checkpoint and plotting helpers for the S5 MNIST notebook.
+
+Plain functions: each takes what it needs and returns values; nothing here keeps state between calls.
+"""
+
+import contextlib
+import dataclasses
+import io
+import math
+import os
+import platform
+import re
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from tqdm.auto import tqdm
+
+# Mean and standard deviation of the 60,000 MNIST training pixels, scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+IMAGE_SIZE = 28
+
+# The S5 augmentation: rotate by an angle drawn uniformly from +-ROTATION_DEGREES, and with
+# probability ZOOM_P first crop the central ZOOM_CROP x ZOOM_CROP pixels and resize them back to 28.
+ROTATION_DEGREES = 15.0
+ZOOM_P = 0.1
+ZOOM_CROP = 22
+
+# The four files torchvision's datasets.MNIST reads from <root>/MNIST/raw/, as (images, labels).
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+
+PIPELINES = ("fast", "s5")
+
+train_transforms = transforms.Compose([
+    transforms.RandomApply([transforms.CenterCrop(ZOOM_CROP)], p=ZOOM_P),
+    transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)),
+    transforms.RandomRotation((-ROTATION_DEGREES, ROTATION_DEGREES), fill=0),
+    transforms.ToTensor(),
+    transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
+])
+
+test_transforms = transforms.Compose([
+    transforms.ToTensor(),
+    transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)),
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Training hyperparameters. `schedule` is "step" (StepLR, stepped per epoch) or "onecycle"
+    (OneCycleLR, stepped per batch; `lr` is its peak)."""
+
+    epochs: int = 20
+    batch_size: int = 512
+    lr: float = 0.01
+    momentum: float = 0.9
+    step_size: int = 15
+    gamma: float = 0.1
+    schedule: str = "step"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "step_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        for name in ("lr", "gamma"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.schedule not in ("step", "onecycle"):
+            raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
+
+
+# "s5": the course's recipe. "onecycle": fewer epochs, tuned on a validation split (benchmarks/tune.py).
+RECIPES = {
+    "s5": Recipe(),
+    "onecycle": Recipe(epochs=6, batch_size=512, lr=0.05, momentum=0.9, schedule="onecycle"),
+}
+
+
+def get_recipe(name="s5", **overrides):
+    """The named recipe with any non-None overrides applied (validated)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def get_device():
+    """CUDA if available, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed):
+    """Seed every RNG the training uses (model init, shuffling, augmentation)."""
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def resolve_data_dir(data_dir=None):
+    """`data_dir` if given, else $MNIST_DATA_DIR, else ./data. The MNIST files live in <it>/MNIST/raw/."""
+    return Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data").expanduser()
+
+
+def _missing_files(raw_dir):
+    return [name for pair in MNIST_FILES.values() for name in pair if not (raw_dir / name).is_file()]
+
+
+def _try_download(root):
+    """Let torchvision download MNIST into root; True on success. Fails fast without a network."""
+    print(f"MNIST not found in {root / 'MNIST' / 'raw'}; downloading ...")
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            datasets.MNIST(root, train=True, download=True)
+        return True
+    except Exception:
+        return False
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _read_idx_header(path, magic, ndim):
+    """Check one IDX file's magic number and length against its header; return its dimensions."""
+    header_size = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    redo = "delete it and download or copy MNIST again"
+    if len(header) < header_size:
+        raise ValueError(f"{path} is not an MNIST IDX file: only {size} bytes; {redo}")
+    found = int.from_bytes(header[:4], "big")
+    if found != magic:
+        raise ValueError(f"{path} is not an MNIST IDX file: magic number {found}, expected {magic}; {redo}")
+    dims = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header_size + math.prod(dims)
+    if size != expected:
+        raise ValueError(f"{path} is truncated or corrupt: {size} bytes, its header says {expected}; {redo}")
+    return dims
+
+
+def check_mnist_files(raw_dir):
+    """Validate the four IDX files in raw_dir: magic numbers, lengths, image and label counts agree."""
+    raw_dir = Path(raw_dir)
+    for image_name, label_name in MNIST_FILES.values():
+        n_images, rows, cols = _read_idx_header(raw_dir / image_name, IDX_IMAGES_MAGIC, 3)
+        (n_labels,) = _read_idx_header(raw_dir / label_name, IDX_LABELS_MAGIC, 1)
+        if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"{raw_dir / image_name} holds {rows}x{cols} images, expected 28x28")
+        if n_images != n_labels:
+            raise ValueError(
+                f"{raw_dir / image_name} has {n_images} images but {raw_dir / label_name} has "
+                f"{n_labels} labels; the files come from different sets, copy MNIST again"
+            )
+
+
+def get_mnist_datasets(data_dir=None, download=True, train_transform=None, test_transform=None):
+    """(train, test) torchvision MNIST datasets from <data_dir>/MNIST/raw/, checked before use.
+
+    Downloads when the files are missing and `download` is true; raises FileNotFoundError naming the
+    folder and the four files when they are missing and cannot be downloaded.
+    """
+    root = resolve_data_dir(data_dir)
+    raw_dir = root / "MNIST" / "raw"
+    if _missing_files(raw_dir) and not (download and _try_download(root) and not _missing_files(raw_dir)):
+        files = ", ".join(_missing_files(raw_dir))
+        raise FileNotFoundError(
+            f"MNIST files missing in {raw_dir}: {files}. Download failed or was off (no network?); "
+            f"copy the four files there, or point data_dir / MNIST_DATA_DIR at the folder holding MNIST/raw/"
+        )
+    check_mnist_files(raw_dir)
+    train_set = datasets.MNIST(root, train=True, download=False, transform=train_transform)
+    test_set = datasets.MNIST(root, train=False, download=False, transform=test_transform)
+    return train_set, test_set
+
+
+def sample_augmentation(n, generator=None, device="cpu"):
+    """Draw the S5 augmentation for n images: angles (degrees, uniform in +-15) and zoom flags (p=0.1)."""
+    angles = (torch.rand(n, generator=generator, device=device) * 2 - 1) * ROTATION_DEGREES
+    zoom = torch.rand(n, generator=generator, device=device) < ZOOM_P
+    return angles, zoom
+
+
+def augment(images, angles, zoom):
+    """Rotate each image by angles[i] degrees about its centre (fill 0), zooming first where zoom[i].
+
+    One affine_grid/grid_sample for the whole batch, on the batch's device. The zoom (crop the central
+    22x22, resize to 28x28) and the rotation are both about the centre, so they fold into one matrix.
+    `images` are [N, 1, 28, 28] floats with black = 0, before normalisation.
+    """
+    radians = torch.deg2rad(angles.float())
+    scale = torch.where(zoom, ZOOM_CROP / IMAGE_SIZE, 1.0).to(radians)
+    cos, sin = torch.cos(radians) * scale, torch.sin(radians) * scale
+    zeros = torch.zeros_like(cos)
+    # Output -> input sampling coordinates. PIL's rotate turns counter-clockwise; y points down.
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def normalize(images):
+    """[N, 1, 28, 28] floats in [0, 1] -> normalised with the MNIST mean and std."""
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+class DeviceLoader:
+    """Batches of MNIST held as one uint8 tensor on `device`, shuffled and augmented there.
+
+    Yields (images, labels): images [B, 1, 28, 28] float32 normalised, labels [B] int64, both on
+    `device`. With `augment=True` each batch gets the S5 augmentation in one batched operation.
+    Epoch e draws its shuffle and augmentation from seed + e, so runs and resumes are reproducible.
+    """
+
+    def __init__(self, images, labels, batch_size, device="cpu", shuffle=False, augment=False, seed=0):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device, torch.uint8).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator(self.device).manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            index = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
+            images = self.images[index].float().div_(255)
+            if self.augment:
+                images = augment(images, *sample_augmentation(len(images), generator, self.device))
+            yield normalize(images), self.labels[index]
+
+
+class EpochSeededDataLoader(DataLoader):
+    """A DataLoader whose shuffle and worker seeds for epoch e come from seed + e (see set_epoch)."""
+
+    def __init__(self, *args, seed=0, **kwargs):
+        super().__init__(*args, generator=torch.Generator().manual_seed(seed), **kwargs)
+        self.seed = seed
+
+    def set_epoch(self, epoch):
+        self.generator.manual_seed(self.seed + epoch)
+
+
+def default_num_workers():
+    """Worker processes for the S5 DataLoaders: 0 where workers are spawned (Windows, macOS), which
+    hangs or crawls in notebooks; else up to 2, within the CPUs this process may use."""
+    if platform.system() in ("Windows", "Darwin"):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(2, cpus)
+
+
+def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast", seed=0,
+                     num_workers=None, download=True):
+    """(train_loader, test_loader) over MNIST.
+
+    pipeline="fast" (default): DeviceLoaders holding the data on `device`, augmenting there in batches.
+    pipeline="s5": the original S5 pipeline, torchvision PIL transforms per image in DataLoader workers.
+    Both yield normalised [B, 1, 28, 28] float batches; the test loader is neither shuffled nor augmented.
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    device = torch.device(device) if device is not None else get_device()
+    if pipeline == "fast":
+        train_set, test_set = get_mnist_datasets(data_dir, download)
+        return (
+            DeviceLoader(train_set.data, train_set.targets, batch_size, device, True, True, seed),
+            DeviceLoader(test_set.data, test_set.targets, batch_size, device),
+        )
+    train_set, test_set = get_mnist_datasets(data_dir, download, train_transforms, test_transforms)
+    workers = default_num_workers() if num_workers is None else num_workers
+    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    return (
+        EpochSeededDataLoader(train_set, shuffle=True, seed=seed, **common),
+        DataLoader(test_set, shuffle=False, **common),
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def autocast_dtype(device):
+    """torch.bfloat16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or
+    AMX), else None: fp32, since bf16 emulated in software is slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+            torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else None
+    return None
+
+
+def _precision_dtype(precision, device):
+    if precision == "auto":
+        return autocast_dtype(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+
+
+def _to_device(data, target, device, channels_last):
+    data = data.to(device, non_blocking=True)
+    if channels_last and data.dim() == 4:
+        data = data.contiguous(memory_format=torch.channels_last)
+    return data, target.to(device, non_blocking=True)
+
+
+def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
+          precision="auto", channels_last=True, log_every=10):
+    """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
+
+    `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
+    batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
+    autocast_dtype), channels_last, loss in fp32. Raises FloatingPointError naming the epoch and batch
+    when the loss stops being finite (checked every `log_every` batches, one device sync each).
+    precision="fp32", channels_last=False is the original S5 training step.
+    """
+    model.train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    dtype = _precision_dtype(precision, device)
+    device_type = torch.device(device).type
+    bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    pending = []  # per-batch losses not yet checked
+    for batch_idx, (data, target) in enumerate(bar, start=1):
+        data, target = _to_device(data, target, device, channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            output = model(data)
+        loss = criterion(output.float(), target)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        batch = loss.detach()
+        loss_sum += batch * len(target)
+        correct += (output.argmax(dim=1) == target).sum()
+        seen += len(target)
+        pending.append(batch)
+        if len(pending) == log_every:
+            _check_finite(pending, batch_idx, epoch)
+            pending = []
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+    _check_finite(pending, batch_idx if seen else 0, epoch)
+    if seen == 0:
+        raise ValueError("train_loader yielded no batches")
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+def _check_finite(losses, last_batch, epoch):
+    if not losses:
+        return
+    values = torch.stack(losses).tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            batch = last_batch - len(values) + 1 + offset
+            where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
+            raise FloatingPointError(
+                f"loss became {value} in {where}; training stopped (lower the learning rate, check the data)"
+            )
+
+
+@torch.no_grad()
+def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True):
+    """Evaluate; return (mean loss per sample, accuracy %) over the whole loader, as Python floats.
+
+    Eval mode and no gradients. `criterion` must average over its batch (as F.nll_loss does); the batch
+    means are weighted by batch size so the result is the exact per-sample mean over the set.
+    """
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    dtype = _precision_dtype(precision, device)
+    device_type = torch.device(device).type
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for data, target in test_loader:
+        data, target = _to_device(data, target, device, channels_last)
+        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            output = model(data)
+        loss_sum += criterion(output.float(), target) * len(target)
+        correct += (output.argmax(dim=1) == target).sum()
+        seen += len(target)
+    if seen == 0:
+        raise ValueError("test_loader yielded no batches")
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+def make_optimizer(model, recipe):
+    """SGD with the recipe's learning rate and momentum."""
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+
+
+def make_scheduler(optimizer, recipe, steps_per_epoch=None):
+    """StepLR(step_size, gamma) for the "step" schedule (call .step() once per epoch); OneCycleLR
+    peaking at recipe.lr for "onecycle" (stepped per batch, pass it to train/fit)."""
+    if recipe.schedule == "onecycle":
+        if not steps_per_epoch:
+            raise ValueError("the onecycle schedule needs steps_per_epoch (len(train_loader))")
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+
+
+def new_history():
+    """An empty metric history: one list per metric, one entry per epoch."""
+    return {key: [] for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")}
+
+
+def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
+        start_epoch=1, checkpoint_path=None, best_path=None, precision="auto", channels_last=True):
+    """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
+
+    `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
+    the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
+    (both atomic). A OneCycleLR steps per batch, any other scheduler once per epoch.
+    """
+    history = new_history() if history is None else history
+    per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    for epoch in range(start_epoch, epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        try:
+            train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
+                                          scheduler=scheduler if per_batch else None, precision=precision,
+                                          channels_last=channels_last)
+        except KeyboardInterrupt:
+            saved = f"; last checkpoint: {checkpoint_path} (epoch {epoch - 1})" if checkpoint_path else ""
+            print(f"Interrupted in epoch {epoch}: history holds epochs {start_epoch}-{epoch - 1}{saved}")
+            raise
+        if not per_batch:
+            scheduler.step()
+        test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
+        seconds = time.perf_counter() - start
+        best = max(history["test_acc"], default=-1.0)
+        row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)
+        for key, value in zip(new_history(), row, strict=True):
+            history[key].append(value)
+        print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+              f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history)
+        if best_path and test_acc > best:
+            save_checkpoint(best_path, model, optimizer, scheduler, epoch, history)
+    return history
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _atomic_torch_save(obj, path):
+    """torch.save to a temporary file beside `path`, then os.replace: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, epoch, history):
+    """Save what an exact resume needs: weights, optimizer and scheduler state, epoch, history, RNGs."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "history": history,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    _atomic_torch_save(state, path)
+
+
+def _load_weights(model, weights, path):
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    mismatched = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)) if keys]
+        raise ValueError(f"{path} holds weights for a different model ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None):
+    """Load a checkpoint into model (and optimizer, scheduler, RNGs when given); return (epoch, history).
+
+    Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Also
+    accepts a bare state_dict (torch.save(model.state_dict(), path)); then returns (0, new_history()).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path or train first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise ValueError(f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that "
+                             "could run code; only checkpoints of tensors and plain data load") from None
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}); "
+                         "pass a file written by save_checkpoint") from None
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        _load_weights(model, state, path)
+        return 0, new_history()
+    if not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (no model/epoch/history)")
+    _load_weights(model, state["model"], path)
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if optimizer is not None:
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return state["epoch"], state["history"]
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _save(fig, save_path):
+    if save_path:
+        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def plot_sample_data(loader, n=12, save_path=None):
+    """A grid of the first n images of the loader's first batch, with their labels; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    images, labels = next(iter(loader))
+    n = min(n, len(images))
+    cols = min(n, 6)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i, 0].float().cpu() * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(int(labels[i]))
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+def plot_train_metrics(history, save_path=None):
+    """The 2x2 grid: train loss, train accuracy, test loss, test accuracy per epoch; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    epochs = history["epoch"]
+    panels = (("train_loss", "Training loss"), ("train_acc", "Training accuracy (%)"),
+              ("test_loss", "Test loss"), ("test_acc", "Test accuracy (%)"))
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
+        ax.plot(epochs, history[key], marker="o", markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, save_path)

@@ -610,3 +610,71 @@ def plot_train_metrics(history, save_path=None):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, save_path)
+
+
+# ----------------------------------------------------------------------------- error analysis
+
+
+@torch.no_grad()
+def get_predictions(model, device, loader, *, precision="auto"):
+    """(images, targets, probabilities) over a whole loader, on the CPU, in loader order."""
+    model.eval()
+    dtype = _precision_dtype(precision, device)
+    images, targets, probs = [], [], []
+    for data, target in loader:
+        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            output = model(data.to(device))
+        images.append(data.cpu())
+        targets.append(target.cpu())
+        probs.append(output.float().exp().cpu())
+    return torch.cat(images), torch.cat(targets), torch.cat(probs)
+
+
+def confusion_matrix(targets, predictions, num_classes=10):
+    """matrix[t, p] = how many samples of true class t were predicted as p."""
+    flat = targets.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def plot_misclassified(images, targets, probs, n=24, save_path=None):
+    """The n most confident mistakes: image, true and predicted label, confidence; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    confidence, predicted = probs.max(dim=1)
+    wrong = (predicted != targets).nonzero().flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)][:n]
+    cols = 8
+    rows = max(1, math.ceil(len(wrong) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
+        ax.imshow(images[i, 0] * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"true {int(targets[i])} pred {int(predicted[i])}\n{100 * confidence[i]:.0f}%", fontsize=9)
+    fig.suptitle(f"{len(wrong)} most confident of {int((probs.argmax(1) != targets).sum())} misclassified")
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+def plot_confusion_matrix(matrix, save_path=None):
+    """The confusion matrix (counts) beside per-class accuracy; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    matrix = matrix.cpu()
+    per_class = 100 * matrix.diag().float() / matrix.sum(dim=1).clamp(min=1).float()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
+    off_diagonal = matrix - torch.diag(matrix.diag())
+    left.imshow(off_diagonal, cmap="Reds")
+    for t in range(matrix.shape[0]):
+        for p in range(matrix.shape[1]):
+            left.text(p, t, int(matrix[t, p]), ha="center", va="center", fontsize=8,
+                      color="black" if t != p else "tab:blue")
+    left.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: mistakes only)",
+             xticks=range(10), yticks=range(10))
+    right.bar(range(len(per_class)), per_class.tolist(), color="tab:blue")
+    right.set(xlabel="digit", ylabel="accuracy (%)", title="Per-class test accuracy", xticks=range(10),
+              ylim=(max(0.0, float(per_class.min()) - 2), 100))
+    for digit, acc in enumerate(per_class.tolist()):
+        right.text(digit, acc, f"{acc:.1f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, save_path)

@@ -1,0 +1,182 @@
+"""Speed of the original S5 pipeline against the default fast path, measured in one process on real MNIST.
+
+    python benchmarks/bench.py                         # training images/s of both, their ratio, peak memory
+    python benchmarks/bench.py --mode full             # wall time of a full run (S5 recipe, fast path)
+    python benchmarks/bench.py --mode full --pipeline s5 --recipe s5
+    python benchmarks/bench.py --mode augment          # batched augmentation: torch vs kornia vs torchvision v2
+
+Set MNIST_DATA_DIR (or --data-dir) to the folder holding MNIST/raw/.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import Net  # noqa: E402
+from utils import (  # noqa: E402
+    augment,
+    autocast_dtype,
+    fit,
+    get_data_loaders,
+    get_device,
+    get_recipe,
+    make_optimizer,
+    make_scheduler,
+    sample_augmentation,
+    set_seed,
+    train,
+)
+
+# The original S5 step: torchvision PIL transforms in DataLoader workers, fp32, NCHW.
+SETUPS = {
+    "original S5 pipeline": dict(pipeline="s5", precision="fp32", channels_last=False),
+    "fast path (default)": dict(pipeline="fast", precision="auto", channels_last=True),
+}
+
+
+def hardware(device):
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
+        flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info]
+        cpu += f" ({', '.join(flags) or 'no native bf16'})"
+    text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return f"{text}; device {device}, autocast {autocast_dtype(device)}"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mb():
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, workers
+
+
+def throughput(args, device):
+    """Median training images/s over `repeats` runs of `batches` batches, each from a fresh iterator."""
+    results = {}
+    runs = {}
+    for name, setup in SETUPS.items():
+        set_seed(0)
+        train_loader, _ = get_data_loaders(args.batch_size, args.data_dir, device, setup["pipeline"])
+        model = Net().to(device)
+        optimizer = make_optimizer(model, get_recipe("s5"))
+        step = dict(precision=setup["precision"], channels_last=setup["channels_last"])
+        train(model, device, itertools.islice(train_loader, 3), optimizer, **step)  # warm-up
+        runs[name] = (train_loader, model, optimizer, step)
+        results[name] = []
+    for _ in range(args.repeats):  # alternate, so drifts in machine load hit both alike
+        for name, (train_loader, model, optimizer, step) in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
+            sync(device)
+            results[name].append(args.batches * args.batch_size / (time.perf_counter() - start))
+            print(f"  {name}: {results[name][-1]:.0f} images/s", flush=True)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    for name, value in medians.items():
+        print(f"{name}: median {value:.0f} training images/s over {args.repeats} runs of {args.batches} batches")
+    slow, fast = medians.values()
+    print(f"ratio fast / original: {fast / slow:.2f}x")
+    own, workers = peak_rss_mb()
+    print(f"peak memory: this process {own:.0f} MB RSS, largest DataLoader worker {workers:.0f} MB RSS", end="")
+    if device.type == "cuda":
+        print(f", CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB allocated", end="")
+    print()
+    return {"images_per_s": medians, "ratio": fast / slow}
+
+
+def full_run(args, device):
+    """A whole run of the recipe, timed end to end (loading the data included)."""
+    recipe = get_recipe(args.recipe, epochs=args.epochs)
+    original = args.pipeline == "s5"
+    sync(device)
+    start = time.perf_counter()
+    set_seed(args.seed)
+    train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
+                                                 seed=args.seed)
+    model = Net().to(device)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
+                  precision="fp32" if original else "auto", channels_last=not original)
+    sync(device)
+    total = time.perf_counter() - start
+    result = {"pipeline": args.pipeline, "recipe": args.recipe, "epochs": recipe.epochs, "seconds": round(total, 1),
+              "seconds_per_epoch": round(statistics.median(history["seconds"]), 2),
+              "best_test_acc": max(history["test_acc"]), "final_test_acc": history["test_acc"][-1]}
+    print(json.dumps(result))
+    return result
+
+
+def augment_speed(args, device):
+    """Per-sample rotation + zoom of one batch: torch affine_grid/grid_sample vs kornia vs torchvision v2."""
+    images = torch.rand(args.batch_size, 1, 28, 28, device=device)
+    angles, zoom = sample_augmentation(args.batch_size, torch.Generator(device).manual_seed(0), device)
+    scale = torch.where(zoom, 22 / 28, 1.0)
+    candidates = {"torch affine_grid + grid_sample (utils.augment)": lambda: augment(images, angles, zoom)}
+    try:
+        import kornia
+
+        center = torch.full((args.batch_size, 2), 13.5, device=device)
+
+        def with_kornia():
+            matrix = kornia.geometry.transform.get_rotation_matrix2d(center, angles, (1 / scale)[:, None].repeat(1, 2))
+            return kornia.geometry.transform.warp_affine(images, matrix, (28, 28), align_corners=False)
+        candidates["kornia get_rotation_matrix2d + warp_affine"] = with_kornia
+    except ImportError:
+        print("kornia is not installed (pip install kornia): skipped")
+    from torchvision.transforms.v2 import functional as v2
+
+    def with_v2():  # v2 applies one set of parameters per call: per-sample parameters need a loop
+        return torch.stack([v2.affine(img, angle=float(a), translate=[0, 0], scale=1 / float(s), shear=[0.0])
+                            for img, a, s in zip(images, angles, scale, strict=True)])
+    candidates["torchvision.transforms.v2 affine, per image"] = with_v2
+    for name, fn in candidates.items():
+        times = []
+        for _ in range(args.repeats + 1):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        print(f"{name}: median {1000 * statistics.median(times[1:]):.2f} ms per batch of {args.batch_size}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("throughput", "full", "augment"), default="throughput")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batches", type=int, default=30, help="throughput: batches per timed run")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per setup; the median is reported")
+    p.add_argument("--pipeline", choices=("fast", "s5"), default="fast", help="full: which pipeline")
+    p.add_argument("--recipe", default="s5", help="full: s5 or onecycle")
+    p.add_argument("--epochs", type=int, help="full: override the recipe's epochs")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    device = torch.device(args.device) if args.device else get_device()
+    print(hardware(device))
+    {"throughput": throughput, "full": full_run, "augment": augment_speed}[args.mode](args, device)
+
+
+if __name__ == "__main__":
+    main()

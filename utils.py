@@ -199,21 +199,25 @@ def sample_augmentation(n, generator=None, device="cpu"):
     return angles, zoom
 
 
-def augment(images, angles, zoom):
-    """Rotate each image by angles[i] degrees about its centre (fill 0), zooming first where zoom[i].
-
-    One affine_grid/grid_sample for the whole batch, on the batch's device. The zoom (crop the central
-    22x22, resize to 28x28) and the rotation are both about the centre, so they fold into one matrix.
-    `images` are [N, 1, 28, 28] floats with black = 0, before normalisation.
-    """
+def _warp(images, angles, scale, mode):
+    """Rotate by angles (degrees, counter-clockwise as PIL) and magnify by scale, about the centre."""
     radians = torch.deg2rad(angles.float())
-    scale = torch.where(zoom, ZOOM_CROP / IMAGE_SIZE, 1.0).to(radians)
-    cos, sin = torch.cos(radians) * scale, torch.sin(radians) * scale
+    cos, sin = torch.cos(radians) / scale, torch.sin(radians) / scale
     zeros = torch.zeros_like(cos)
-    # Output -> input sampling coordinates. PIL's rotate turns counter-clockwise; y points down.
+    # Maps output to input coordinates, normalised to [-1, 1]; y points down.
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def augment(images, angles, zoom):
+    """The S5 augmentation of a whole batch on its device: where zoom[i], crop the central 22x22 and
+    resize it to 28x28 (bilinear, as Resize); then rotate by angles[i] degrees about the centre,
+    nearest-pixel with fill 0 (as RandomRotation). `images`: [N, 1, 28, 28] floats, black = 0.
+    """
+    zoomed = _warp(images, torch.zeros_like(angles), IMAGE_SIZE / ZOOM_CROP, "bilinear")
+    images = torch.where(zoom[:, None, None, None], zoomed, images)
+    return _warp(images, angles, 1.0, "nearest")
 
 
 def normalize(images):

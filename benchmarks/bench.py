@@ -23,16 +23,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import utils  # noqa: E402
 from model import Net  # noqa: E402
 from utils import (  # noqa: E402
     augment,
-    autocast_dtype,
     fit,
     get_data_loaders,
     get_device,
     get_recipe,
     make_optimizer,
     make_scheduler,
+    normalize,
     sample_augmentation,
     set_seed,
     train,
@@ -55,7 +56,7 @@ def hardware(device):
     text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
-    return f"{text}; device {device}, autocast {autocast_dtype(device)}"
+    return f"{text}; device {device}, autocast {utils.autocast_dtype(device)}"
 
 
 def sync(device):
@@ -130,25 +131,30 @@ def augment_speed(args, device):
     """Per-sample rotation + zoom of one batch: torch affine_grid/grid_sample vs kornia vs torchvision v2."""
     images = torch.rand(args.batch_size, 1, 28, 28, device=device)
     angles, zoom = sample_augmentation(args.batch_size, torch.Generator(device).manual_seed(0), device)
-    scale = torch.where(zoom, 22 / 28, 1.0)
     candidates = {"torch affine_grid + grid_sample (utils.augment)": lambda: augment(images, angles, zoom)}
+    where = zoom[:, None, None, None]
     try:
-        import kornia
+        import kornia.geometry.transform as KT
 
-        center = torch.full((args.batch_size, 2), 13.5, device=device)
+        factor = torch.full((args.batch_size, 2), 28 / 22, device=device)
 
-        def with_kornia():
-            matrix = kornia.geometry.transform.get_rotation_matrix2d(center, angles, (1 / scale)[:, None].repeat(1, 2))
-            return kornia.geometry.transform.warp_affine(images, matrix, (28, 28), align_corners=False)
-        candidates["kornia get_rotation_matrix2d + warp_affine"] = with_kornia
+        def with_kornia():  # the same two steps: bilinear zoom where drawn, then nearest rotation
+            zoomed = KT.scale(images, factor, mode="bilinear", align_corners=False)
+            return KT.rotate(torch.where(where, zoomed, images), angles, mode="nearest", align_corners=False)
+        candidates["kornia scale + rotate"] = with_kornia
     except ImportError:
         print("kornia is not installed (pip install kornia): skipped")
     from torchvision.transforms.v2 import functional as v2
 
     def with_v2():  # v2 applies one set of parameters per call: per-sample parameters need a loop
-        return torch.stack([v2.affine(img, angle=float(a), translate=[0, 0], scale=1 / float(s), shear=[0.0])
-                            for img, a, s in zip(images, angles, scale, strict=True)])
-    candidates["torchvision.transforms.v2 affine, per image"] = with_v2
+        out = []
+        for image, angle, z in zip(images, angles.tolist(), zoom.tolist(), strict=True):
+            if z:
+                image = v2.resize(v2.center_crop(image, [22, 22]), [28, 28])
+            out.append(v2.rotate(image, angle))
+        return torch.stack(out)
+    candidates["torchvision.transforms.v2 per image"] = with_v2
+    augmentation_picture(args, device)
     for name, fn in candidates.items():
         times = []
         for _ in range(args.repeats + 1):
@@ -158,6 +164,32 @@ def augment_speed(args, device):
             sync(device)
             times.append(time.perf_counter() - start)
         print(f"{name}: median {1000 * statistics.median(times[1:]):.2f} ms per batch of {args.batch_size}")
+
+
+def augmentation_picture(args, device, path="img/augmentation_s5_vs_fast.png"):
+    """The same training images through both pipelines' augmentation, three draws each, side by side."""
+    import matplotlib.pyplot as plt
+
+    train_set, _ = utils.get_mnist_datasets(args.data_dir, download=False)
+    n, draws = 8, 3
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    raw = train_set.data[:n, None].float() / 255
+    fig, axes = plt.subplots(2 * draws, n, figsize=(1.3 * n, 1.45 * 2 * draws))
+    for d in range(draws):
+        s5 = [utils.train_transforms(train_set[i][0]) for i in range(n)]
+        fast = normalize(augment(raw, *sample_augmentation(n, generator)))
+        for i in range(n):
+            for row, image in ((2 * d, s5[i]), (2 * d + 1, fast[i])):
+                axes[row, i].imshow(image[0] * utils.MNIST_STD + utils.MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+                axes[row, i].set_xticks([])
+                axes[row, i].set_yticks([])
+        axes[2 * d, 0].set_ylabel("S5 (PIL)", fontsize=8)
+        axes[2 * d + 1, 0].set_ylabel("fast (batched)", fontsize=8)
+    fig.suptitle("Random draws of the S5 augmentation: original pipeline vs fast path")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"saved {path}")
 
 
 def main():

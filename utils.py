@@ -252,16 +252,20 @@ class DeviceLoader:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __iter__(self):
-        generator = torch.Generator(self.device).manual_seed(self.seed + self.epoch)
+        # One draw per epoch on the CPU, one copy to the device: the same numbers on every device, and
+        # no host-device synchronisation per batch.
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        order = (torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)).to(self.device)
+        if self.augment:
+            angles, zoom = (t.to(self.device) for t in sample_augmentation(n, generator))
         for start in range(0, n, self.batch_size):
-            index = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
-            images = self.images[index].float().div_(255)
+            batch = slice(start, start + self.batch_size)
+            images = self.images[order[batch]].float().div_(255)
             if self.augment:
-                images = augment(images, *sample_augmentation(len(images), generator, self.device))
-            yield normalize(images), self.labels[index]
+                images = augment(images, angles[batch], zoom[batch])
+            yield normalize(images), self.labels[order[batch]]
 
 
 class EpochSeededDataLoader(DataLoader):
@@ -384,9 +388,9 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
             _check_finite(pending, batch_idx, epoch)
             pending = []
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
-    _check_finite(pending, batch_idx if seen else 0, epoch)
     if seen == 0:
         raise ValueError("train_loader yielded no batches")
+    _check_finite(pending, batch_idx, epoch)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
@@ -474,7 +478,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             saved = f"; last checkpoint: {checkpoint_path} (epoch {epoch - 1})" if checkpoint_path else ""
             print(f"Interrupted in epoch {epoch}: history holds epochs {start_epoch}-{epoch - 1}{saved}")
             raise
-        if not per_batch:
+        if scheduler is not None and not per_batch:
             scheduler.step()
         test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
         seconds = time.perf_counter() - start

@@ -1,0 +1,97 @@
+"""A learner's mistakes and interruptions: clear errors, nothing they made is lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import Net
+from utils import Recipe, fit, get_recipe, load_checkpoint, make_optimizer, make_scheduler
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("epochs", -3), ("batch_size", 0), ("lr", 0.0),
+                                          ("lr", -0.01), ("lr", float("nan")), ("gamma", 0), ("epochs", 2.5)])
+def test_nonsensical_hyperparameters_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a positive"):
+        get_recipe("s5", **{field: value})
+
+
+def test_unknown_recipe_and_schedule():
+    with pytest.raises(ValueError, match="unknown recipe 'fast'; choose one of"):
+        get_recipe("fast")
+    with pytest.raises(ValueError, match="schedule must be"):
+        Recipe(schedule="cosine")
+
+
+class PoisonedLoader:
+    """A user's loader whose batch 3 of epoch 2 holds a NaN."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.batches = [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g))
+                        for _ in range(4)]
+        self.epoch = 1
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        for i, (x, y) in enumerate(self.batches, start=1):
+            if self.epoch == 2 and i == 3:
+                x = x.clone()
+                x[0, 0, 0, 0] = float("nan")
+            yield x, y
+
+
+def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = Net()
+    recipe = get_recipe("s5", epochs=3)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    loader = PoisonedLoader()
+    history = None
+    with pytest.raises(FloatingPointError, match="epoch 2, batch 3"):
+        history = fit(model, "cpu", loader, loader.batches, optimizer, scheduler, 3,
+                      checkpoint_path=tmp_path / "last.pt")
+    assert history is None
+    epoch, saved = load_checkpoint(tmp_path / "last.pt", Net())
+    assert epoch == 1 and saved["epoch"] == [1]
+    for value in torch.load(tmp_path / "last.pt", weights_only=True)["model"].values():
+        assert torch.isfinite(value).all()
+
+
+def test_ctrl_c_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root, tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--batch-size", "16",
+            "--device", "cpu"]
+    shell = dict(cwd=tmp_path, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    proc = subprocess.Popen([*args, "--epochs", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **shell)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "checkpoints" / "last.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)  # now inside a later epoch
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Interrupted in epoch" in out and "resume with: python train.py --resume" in out
+    assert "Traceback" not in err
+    history = json.loads((tmp_path / "history.json").read_text())
+    done, saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt", Net())
+    assert history["epoch"] == saved["epoch"] == list(range(1, done + 1))
+
+    resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume", "checkpoints/last.pt"],
+                             capture_output=True, timeout=300, **shell)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == list(range(1, done + 2))

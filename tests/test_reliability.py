@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model import Net
-from utils import Recipe, fit, get_recipe, load_checkpoint, make_optimizer, make_scheduler
+from utils import Recipe, fit, get_recipe, load_checkpoint, make_optimizer, make_scheduler, new_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +95,29 @@ def test_ctrl_c_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root
                              capture_output=True, timeout=300, **shell)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "history.json").read_text())["epoch"] == list(range(1, done + 2))
+
+
+class InterruptedLoader(PoisonedLoader):
+    """Ctrl-C (KeyboardInterrupt) arrives during batch 2 of epoch 3, as in a notebook's Interrupt."""
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches, start=1):
+            if self.epoch == 3 and i == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_interrupt_in_a_notebook_keeps_the_history_it_was_given(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = Net()
+    recipe = get_recipe("s5", epochs=5)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    loader = InterruptedLoader()
+    history = new_history()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, "cpu", loader, loader.batches, optimizer, scheduler, 5, history=history,
+            checkpoint_path=tmp_path / "last.pt")
+    assert history["epoch"] == [1, 2]
+    assert load_checkpoint(tmp_path / "last.pt", Net())[0] == 2
+    assert "Interrupted in epoch 3: history holds epochs 1-2" in capsys.readouterr().out

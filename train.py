@@ -15,6 +15,7 @@ import torch
 
 from model import Net
 from utils import (
+    ORIGINAL_STEP,
     PIPELINES,
     RECIPES,
     fit,
@@ -55,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--pipeline", choices=PIPELINES, default="fast",
                    help="fast: batched augmentation on the device; s5: the original torchvision pipeline")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                   help="auto: bf16 where the hardware does it natively (default; fp32 with --pipeline s5)")
+                   help="auto: bf16 where the hardware does it natively (default; --pipeline s5: fp32)")
     p.add_argument("--checkpoint", default="checkpoints/best.pt", help="where the best model is saved")
     p.add_argument("--last", default="checkpoints/last.pt", help="where the latest epoch is saved")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
@@ -93,12 +94,13 @@ def main(argv=None):
         print(f"resumed from {args.resume} after epoch {done}")
 
     dry = args.dry_run
-    original = args.pipeline == "s5"  # the original S5 training step too: fp32, NCHW
-    precision = args.precision or ("fp32" if original else "auto")
+    step = dict(ORIGINAL_STEP) if args.pipeline == "s5" else {}  # the original S5 training step too
+    if args.precision:
+        step["precision"] = args.precision
     try:
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=None if dry else args.last,
-            best_path=None if dry else args.checkpoint, precision=precision, channels_last=not original)
+            best_path=None if dry else args.checkpoint, **step)
     except KeyboardInterrupt:
         print(f"resume with: python train.py --resume {args.last}")
         code = 130

@@ -4,6 +4,7 @@ Plain functions: each takes what it needs and returns values; nothing here keeps
 """
 
 import contextlib
+import ctypes
 import dataclasses
 import io
 import math
@@ -332,6 +333,24 @@ def autocast_dtype(device):
     return None
 
 
+def keep_freed_memory():
+    """Make glibc keep freed memory for reuse instead of returning it to the OS.
+
+    By default glibc serves each large tensor (the activations here are tens of MB) with a fresh mmap and
+    unmaps it when freed, so every training step faults all of its memory in again, page by page; with
+    this, a CPU training step of the Net runs about 1.7x faster. The process then keeps its peak memory.
+    Does nothing where the C library is not glibc. Safe to call more than once.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters, from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
+
+
 def _precision_dtype(precision, device):
     if precision == "auto":
         return autocast_dtype(device)
@@ -342,6 +361,17 @@ def _precision_dtype(precision, device):
     raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
 
 
+# The original S5 training step: fp32, NCHW, the C library's default allocator. Pass as **ORIGINAL_STEP.
+ORIGINAL_STEP = {"precision": "fp32", "channels_last": False, "reuse_memory": False}
+
+
+def _prepare(model, device, channels_last, reuse_memory):
+    if reuse_memory and torch.device(device).type == "cpu":
+        keep_freed_memory()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
 def _to_device(data, target, device, channels_last):
     data = data.to(device, non_blocking=True)
     if channels_last and data.dim() == 4:
@@ -350,18 +380,17 @@ def _to_device(data, target, device, channels_last):
 
 
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
-          precision="auto", channels_last=True, log_every=10):
+          precision="auto", channels_last=True, reuse_memory=True, log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
 
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
     batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
-    autocast_dtype), channels_last, loss in fp32. Raises FloatingPointError naming the epoch and batch
-    when the loss stops being finite (checked every `log_every` batches, one device sync each).
-    precision="fp32", channels_last=False is the original S5 training step.
+    autocast_dtype), channels_last, freed memory kept for reuse on the CPU (keep_freed_memory), loss in
+    fp32; **ORIGINAL_STEP turns these off. Raises FloatingPointError naming the epoch and batch when the
+    loss stops being finite (checked every `log_every` batches, one device sync each).
     """
     model.train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    _prepare(model, device, channels_last, reuse_memory)
     dtype = _precision_dtype(precision, device)
     device_type = torch.device(device).type
     bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
@@ -408,15 +437,15 @@ def _check_finite(losses, last_batch, epoch):
 
 
 @torch.no_grad()
-def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True):
+def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True,
+         reuse_memory=True):
     """Evaluate; return (mean loss per sample, accuracy %) over the whole loader, as Python floats.
 
     Eval mode and no gradients. `criterion` must average over its batch (as F.nll_loss does); the batch
     means are weighted by batch size so the result is the exact per-sample mean over the set.
     """
     model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    _prepare(model, device, channels_last, reuse_memory)
     dtype = _precision_dtype(precision, device)
     device_type = torch.device(device).type
     loss_sum = torch.zeros((), device=device)
@@ -456,12 +485,13 @@ def new_history():
 
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
-        start_epoch=1, checkpoint_path=None, best_path=None, precision="auto", channels_last=True):
+        start_epoch=1, checkpoint_path=None, best_path=None, **step_options):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
-    (both atomic). A OneCycleLR steps per batch, any other scheduler once per epoch.
+    (both atomic). A OneCycleLR steps per batch, any other scheduler once per epoch. `step_options`
+    (precision, channels_last, reuse_memory) go to train and test.
     """
     history = new_history() if history is None else history
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
@@ -472,15 +502,14 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
         start = time.perf_counter()
         try:
             train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
-                                          scheduler=scheduler if per_batch else None, precision=precision,
-                                          channels_last=channels_last)
+                                          scheduler=scheduler if per_batch else None, **step_options)
         except KeyboardInterrupt:
             saved = f"; last checkpoint: {checkpoint_path} (epoch {epoch - 1})" if checkpoint_path else ""
             print(f"Interrupted in epoch {epoch}: history holds epochs {start_epoch}-{epoch - 1}{saved}")
             raise
         if scheduler is not None and not per_batch:
             scheduler.step()
-        test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
+        test_loss, test_acc = test(model, device, test_loader, **step_options)
         seconds = time.perf_counter() - start
         best = max(history["test_acc"], default=-1.0)
         row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)

@@ -2,7 +2,7 @@
 
     python train.py                          # the S5 recipe on the fast pipeline
     python train.py --pipeline s5            # the original S5 torchvision pipeline
-    python train.py --recipe onecycle        # the fast recipe
+    python train.py --recipe onecycle        # the short recipe: 8 epochs of Adam under OneCycleLR
     python train.py --resume checkpoints/last.pt
 """
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive(int), help="epochs to train (s5: 20)")
     p.add_argument("--batch-size", type=positive(int), help="batch size (s5: 512)")
     p.add_argument("--lr", type=positive(float), help="learning rate; OneCycle's peak (s5: 0.01)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (s5: 0.9)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (s5: 0.9; Adam ignores it)")
     p.add_argument("--step-size", type=positive(int), help="StepLR: epochs between decays (s5: 15)")
     p.add_argument("--gamma", type=positive(float), help="StepLR: decay factor (s5: 0.1)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")

@@ -1,6 +1,6 @@
 """Tune the "onecycle" recipe on a validation split held out from the training set (never the test set).
 
-    python benchmarks/tune.py --epochs 5 6 --lr 0.05 0.1
+    python benchmarks/tune.py --optimizer adam --epochs 6 8 --lr 0.003 0.006
 
 Holds out 10,000 of the 60,000 training images (a seeded draw), trains on the other 50,000 with the
 fast path, and prints validation accuracy and wall time for each combination.
@@ -31,8 +31,9 @@ from utils import (  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, nargs="+", default=[6])
-    p.add_argument("--lr", type=float, nargs="+", default=[0.05])
+    p.add_argument("--optimizer", choices=("sgd", "adam"), nargs="+", default=["adam"])
+    p.add_argument("--epochs", type=int, nargs="+", default=[8])
+    p.add_argument("--lr", type=float, nargs="+", default=[0.003])
     p.add_argument("--batch-size", type=int, nargs="+", default=[512])
     p.add_argument("--validation", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=1)
@@ -43,8 +44,9 @@ def main():
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(1234))
     val_idx, train_idx = order[:args.validation], order[args.validation:]
     images, labels = train_set.data, train_set.targets
-    for epochs, lr, batch_size in itertools.product(args.epochs, args.lr, args.batch_size):
-        recipe = get_recipe("onecycle", epochs=epochs, lr=lr, batch_size=batch_size)
+    for optimizer_name, epochs, lr, batch_size in itertools.product(args.optimizer, args.epochs, args.lr,
+                                                                     args.batch_size):
+        recipe = get_recipe("onecycle", epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer_name)
         set_seed(args.seed)
         train_loader = DeviceLoader(images[train_idx], labels[train_idx], batch_size, device, True, True, args.seed)
         val_loader = DeviceLoader(images[val_idx], labels[val_idx], 1024, device)
@@ -53,7 +55,7 @@ def main():
         scheduler = make_scheduler(optimizer, recipe, len(train_loader))
         start = time.perf_counter()
         history = fit(model, device, train_loader, val_loader, optimizer, scheduler, epochs)
-        print(f"RESULT epochs {epochs} lr {lr} batch {batch_size}: final validation accuracy "
+        print(f"RESULT {optimizer_name} epochs {epochs} lr {lr} batch {batch_size}: final validation accuracy "
               f"{history['test_acc'][-1]:.2f}% (best {max(history['test_acc']):.2f}%), "
               f"{time.perf_counter() - start:.0f} s", flush=True)
 

@@ -29,6 +29,8 @@ def test_unknown_recipe_and_schedule():
         get_recipe("fast")
     with pytest.raises(ValueError, match="schedule must be"):
         Recipe(schedule="cosine")
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
+        get_recipe("s5", optimizer="lbfgs")
 
 
 class PoisonedLoader:

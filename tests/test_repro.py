@@ -16,8 +16,9 @@ from utils import (
 )
 
 
-def start(root, pipeline="fast", schedule="step", seed=0):
-    recipe = get_recipe("s5", epochs=4, batch_size=64, step_size=2, schedule=schedule, lr=0.02)
+def start(root, pipeline="fast", schedule="step", seed=0, optimizer="sgd"):
+    lr = 0.003 if optimizer == "adam" else 0.02
+    recipe = get_recipe("s5", epochs=4, batch_size=64, step_size=2, schedule=schedule, lr=lr, optimizer=optimizer)
     set_seed(seed)
     train_loader, test_loader = get_data_loaders(recipe.batch_size, root, "cpu", pipeline, seed=seed)
     model = Net()
@@ -42,16 +43,16 @@ def test_same_seed_gives_identical_metrics(mnist_root, pipeline):
     assert metrics(other)["train_loss"] != metrics(runs[0])["train_loss"]
 
 
-@pytest.mark.parametrize("schedule", ["step", "onecycle"])
-def test_resume_matches_a_straight_run(mnist_root, tmp_path, schedule):
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule)
+@pytest.mark.parametrize("schedule, opt", [("step", "sgd"), ("onecycle", "sgd"), ("onecycle", "adam")])
+def test_resume_matches_a_straight_run(mnist_root, tmp_path, schedule, opt):
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
     straight = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 4)
     straight_weights = model.state_dict()
 
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule)
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
     fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2, checkpoint_path=tmp_path / "last.pt")
 
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, seed=0)
+    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore what matters
     done, history = load_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler)
     assert done == 2 and len(history["epoch"]) == 2

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model import Net
+from train import device_arg
 from utils import IMAGE_SIZE, get_device, load_checkpoint, normalize
 
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
@@ -76,10 +77,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Name the digit in each picture with a trained Net.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos, scans or MNIST-style images of one digit")
     p.add_argument("--checkpoint", required=True, help="a checkpoint from train.py or the notebook")
-    p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--device", type=device_arg, help="cpu, cuda, mps (default: the best available)")
     args = p.parse_args(argv)
 
-    device = torch.device(args.device) if args.device else get_device()
+    device = args.device or get_device()
     model = Net()
     try:
         load_checkpoint(args.checkpoint, model)

@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from model import Net
 from utils import (
     ORIGINAL_STEP,
@@ -27,6 +25,7 @@ from utils import (
     make_scheduler,
     new_history,
     plot_train_metrics,
+    resolve_device,
     set_seed,
 )
 
@@ -38,6 +37,13 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return parse
+
+
+def device_arg(text):
+    try:
+        return resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv=None):
@@ -52,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--gamma", type=positive(float), help="StepLR: decay factor (s5: 0.1)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--pipeline", choices=PIPELINES, default="fast",
                    help="fast: batched augmentation on the device; s5: the original torchvision pipeline")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
@@ -71,7 +78,7 @@ def main(argv=None):
     try:
         recipe = get_recipe(args.recipe, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
                             lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma)
-        device = torch.device(args.device) if args.device else get_device()
+        device = args.device or get_device()
         set_seed(args.seed)
         train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
                                                      seed=args.seed)

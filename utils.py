@@ -111,6 +111,22 @@ def get_device():
     return torch.device("cpu")
 
 
+def resolve_device(device=None):
+    """torch.device for `device` ("cpu", "cuda", "cuda:1", "mps", a torch.device), checked to exist here;
+    None picks the best available (get_device)."""
+    if device is None:
+        return get_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but CUDA is not available here; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} asked for, but MPS is not available here; use cpu")
+    return device
+
+
 def set_seed(seed):
     """Seed every RNG the training uses (model init, shuffling, augmentation)."""
     torch.manual_seed(seed)
@@ -305,7 +321,7 @@ def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast"
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     if pipeline == "fast":
         train_set, test_set = get_mnist_datasets(data_dir, download)
         return (

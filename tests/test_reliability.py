@@ -53,12 +53,16 @@ class PoisonedLoader:
             yield x, y
 
 
-def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
+def new_run(epochs):
     torch.manual_seed(0)
     model = Net()
-    recipe = get_recipe("s5", epochs=3)
+    recipe = get_recipe("s5", epochs=epochs)
     optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe)
+    return model, optimizer, make_scheduler(optimizer, recipe)
+
+
+def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, optimizer, scheduler = new_run(3)
     loader = PoisonedLoader()
     history = None
     with pytest.raises(FloatingPointError, match="epoch 2, batch 3"):
@@ -110,11 +114,7 @@ class InterruptedLoader(PoisonedLoader):
 
 
 def test_interrupt_in_a_notebook_keeps_the_history_it_was_given(tmp_path, capsys):
-    torch.manual_seed(0)
-    model = Net()
-    recipe = get_recipe("s5", epochs=5)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe)
+    model, optimizer, scheduler = new_run(5)
     loader = InterruptedLoader()
     history = new_history()
     with pytest.raises(KeyboardInterrupt):

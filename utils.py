@@ -517,32 +517,36 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     """
     history = new_history() if history is None else history
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
-    for epoch in range(start_epoch, epochs + 1):
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        try:
+    epoch, saved = start_epoch, None
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
             train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
                                           scheduler=scheduler if per_batch else None, **step_options)
-        except KeyboardInterrupt:
-            saved = f"; last checkpoint: {checkpoint_path} (epoch {epoch - 1})" if checkpoint_path else ""
-            print(f"Interrupted in epoch {epoch}: history holds epochs {start_epoch}-{epoch - 1}{saved}")
-            raise
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        test_loss, test_acc = test(model, device, test_loader, **step_options)
-        seconds = time.perf_counter() - start
-        best = max(history["test_acc"], default=-1.0)
-        row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)
-        for key, value in zip(new_history(), row, strict=True):
-            history[key].append(value)
-        print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-              f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
-        if checkpoint_path:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history)
-        if best_path and test_acc > best:
-            save_checkpoint(best_path, model, optimizer, scheduler, epoch, history)
+            if scheduler is not None and not per_batch:
+                scheduler.step()
+            test_loss, test_acc = test(model, device, test_loader, **step_options)
+            seconds = time.perf_counter() - start
+            best = max(history["test_acc"], default=-1.0)
+            row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)
+            for key, value in zip(new_history(), row, strict=True):
+                history[key].append(value)
+            print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+                  f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
+            if checkpoint_path:
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history)
+                saved = epoch
+            if best_path and test_acc > best:
+                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history)
+    except KeyboardInterrupt:
+        done = history["epoch"]
+        held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
+        note = f"; last checkpoint: {checkpoint_path} (epoch {saved})" if saved else ""
+        print(f"Interrupted in epoch {epoch}: history holds {held}{note}")
+        raise
     return history
 
 

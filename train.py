@@ -8,6 +8,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -117,7 +118,9 @@ def main(argv=None):
         code = 0
     finally:
         if not dry and history["epoch"]:
-            Path(args.history).write_text(json.dumps(history, indent=1))
+            tmp = Path(f"{args.history}.tmp")  # written whole, then renamed: never half a file
+            tmp.write_text(json.dumps(history, indent=1))
+            os.replace(tmp, args.history)
             plot_train_metrics(history, save_path=args.plot)
             print(f"history: {args.history}, plot: {args.plot}, best model: {args.checkpoint}")
     return code

@@ -575,6 +575,7 @@ def save_checkpoint(path, model, optimizer, scheduler, epoch, history):
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "kinds": [type(x).__name__ for x in (optimizer, scheduler) if x is not None],
         "epoch": epoch,
         "history": history,
         "rng_cpu": torch.get_rng_state(),
@@ -619,6 +620,10 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     if not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
         raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (no model/epoch/history)")
     _load_weights(model, state["model"], path)
+    asked = [type(x).__name__ for x in (optimizer, scheduler) if x is not None]
+    if "kinds" in state and any(kind not in state["kinds"] for kind in asked):
+        raise ValueError(f"{path} was saved by a run with {' and '.join(state['kinds']) or 'no optimizer'}, not "
+                         f"{' and '.join(asked)}; resume with the recipe that made it")
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:

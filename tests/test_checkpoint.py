@@ -119,3 +119,14 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     other, _, _ = make_run(1)
     assert load_checkpoint(path, other)[0] == 2
     assert torch.equal(other.conv1.weight, model.conv1.weight)
+
+
+def test_resuming_with_another_recipe_is_refused(tmp_path):
+    model, optimizer, scheduler = make_run(0)
+    save_checkpoint(tmp_path / "run.pt", model, optimizer, scheduler, 1, new_history())
+    other = Net()
+    recipe = get_recipe("onecycle")
+    other_opt = make_optimizer(other, recipe)
+    with pytest.raises(ValueError, match="saved by a run with SGD and StepLR, not Adam and OneCycleLR"):
+        load_checkpoint(tmp_path / "run.pt", other, other_opt, make_scheduler(other_opt, recipe, 10))
+    assert load_checkpoint(tmp_path / "run.pt", Net())[0] == 1  # the weights alone still load

@@ -1,6 +1,7 @@
 """Data, training, checkpoint and plotting helpers for the S5 MNIST notebook.
 
-Plain functions: each takes what it needs and returns values; nothing here keeps state between calls.
+Plain functions: each takes what it needs and returns values; no module-level state. (One process-wide
+setting: on Linux, train/test make the C allocator keep freed memory, see keep_freed_memory.)
 """
 
 import contextlib
@@ -283,10 +284,11 @@ class DeviceLoader:
             angles, zoom = (t.to(self.device) for t in sample_augmentation(n, generator))
         for start in range(0, n, self.batch_size):
             batch = slice(start, start + self.batch_size)
-            images = self.images[order[batch]].float().div_(255)
+            index = order[batch]
+            images = self.images[index].float().div_(255)
             if self.augment:
                 images = augment(images, angles[batch], zoom[batch])
-            yield normalize(images), self.labels[order[batch]]
+            yield normalize(images), self.labels[index]
 
 
 class EpochSeededDataLoader(DataLoader):
@@ -371,14 +373,12 @@ def keep_freed_memory():
         return False
 
 
-def _precision_dtype(precision, device):
-    if precision == "auto":
-        return autocast_dtype(device)
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+def _autocast(precision, device):
+    """The autocast context for `precision` ("auto", "bf16", "fp32") on `device`; reusable across batches."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    dtype = {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 # The original S5 training step: fp32, NCHW, the C library's default allocator. Pass as **ORIGINAL_STEP.
@@ -411,8 +411,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     """
     model.train()
     _prepare(model, device, channels_last, reuse_memory)
-    dtype = _precision_dtype(precision, device)
-    device_type = torch.device(device).type
+    amp = _autocast(precision, device)
     bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -421,7 +420,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     for batch_idx, (data, target) in enumerate(bar, start=1):
         data, target = _to_device(data, target, device, channels_last)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with amp:
             output = model(data)
         loss = criterion(output.float(), target)
         loss.backward()
@@ -466,14 +465,13 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     """
     model.eval()
     _prepare(model, device, channels_last, reuse_memory)
-    dtype = _precision_dtype(precision, device)
-    device_type = torch.device(device).type
+    amp = _autocast(precision, device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for data, target in test_loader:
         data, target = _to_device(data, target, device, channels_last)
-        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with amp:
             output = model(data)
         loss_sum += criterion(output.float(), target) * len(target)
         correct += (output.argmax(dim=1) == target).sum()
@@ -687,10 +685,10 @@ def plot_train_metrics(history, save_path=None):
 def get_predictions(model, device, loader, *, precision="auto"):
     """(images, targets, probabilities) over a whole loader, on the CPU, in loader order."""
     model.eval()
-    dtype = _precision_dtype(precision, device)
+    amp = _autocast(precision, device)
     images, targets, probs = [], [], []
     for data, target in loader:
-        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with amp:
             output = model(data.to(device))
         images.append(data.cpu())
         targets.append(target.cpu())

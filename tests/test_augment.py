@@ -58,6 +58,14 @@ def test_zoom_then_rotation_as_in_s5(mnist_root):
     assert (ours - reference).abs().mean() < 0.002  # the same but for rounding in the zoom
 
 
+def test_each_image_is_augmented_as_if_alone(mnist_root):
+    images = mnist_images(mnist_root)
+    angles, zoom = torch.linspace(-15, 15, 16), torch.arange(16) % 3 == 0
+    batch = augment(images, angles, zoom)
+    for i in range(16):
+        assert torch.equal(batch[i : i + 1], augment(images[i : i + 1], angles[i : i + 1], zoom[i : i + 1])), i
+
+
 def test_training_batches_are_augmented_and_test_batches_are_not(mnist_root):
     train_loader, test_loader = get_data_loaders(64, mnist_root, "cpu", seed=3)
     first = next(iter(train_loader))[0]

@@ -132,9 +132,14 @@ def augment_speed(args, device):
 
         factor = torch.full((args.batch_size, 2), 28 / 22, device=device)
 
-        def with_kornia():  # the same two steps: bilinear zoom where drawn, then nearest rotation
-            zoomed = KT.scale(images, factor, mode="bilinear", align_corners=False)
-            return KT.rotate(torch.where(where, zoomed, images), angles, mode="nearest", align_corners=False)
+        def with_kornia():  # the same steps as utils.augment: bilinear zoom where drawn, then nearest rotation
+            if device.type == "cpu":
+                index = zoom.nonzero().squeeze(1)
+                zoomed = KT.scale(images[index], factor[index], mode="bilinear", align_corners=False)
+                zoomed = images.index_copy(0, index, zoomed)
+            else:
+                zoomed = torch.where(where, KT.scale(images, factor, mode="bilinear", align_corners=False), images)
+            return KT.rotate(zoomed, angles, mode="nearest", align_corners=False)
         candidates["kornia scale + rotate"] = with_kornia
     except ImportError:
         print("kornia is not installed (pip install kornia): skipped")
@@ -193,7 +198,7 @@ def main():
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--batches", type=int, default=30, help="throughput: batches per timed run")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per setup; the median is reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per setup; the median is reported")
     p.add_argument("--pipeline", choices=("fast", "s5"), default="fast", help="full: which pipeline")
     p.add_argument("--recipe", default="s5", help="full: s5 or onecycle")
     p.add_argument("--epochs", type=int, help="full: override the recipe's epochs")

@@ -16,6 +16,7 @@ from model import Net
 from utils import (
     ORIGINAL_STEP,
     PIPELINES,
+    PRECISIONS,
     RECIPES,
     fit,
     get_data_loaders,
@@ -63,7 +64,7 @@ def parse_args(argv=None):
                    help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--pipeline", choices=PIPELINES, default="fast",
                    help="fast: batched augmentation on the device; s5: the original torchvision pipeline")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 where the hardware does it natively (default; --pipeline s5: fp32)")
     p.add_argument("--checkpoint", default="checkpoints/best.pt", help="where the best model is saved")
     p.add_argument("--last", default="checkpoints/last.pt", help="where the latest epoch is saved")

@@ -42,6 +42,8 @@ IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 PIPELINES = ("fast", "s5")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 where the hardware does it natively, else fp32
 
 train_transforms = transforms.Compose([
     transforms.RandomApply([transforms.CenterCrop(ZOOM_CROP)], p=ZOOM_P),
@@ -84,7 +86,7 @@ class Recipe:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.schedule not in ("step", "onecycle"):
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
-        if self.optimizer not in ("sgd", "adam"):
+        if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
 
 
@@ -382,7 +384,7 @@ def keep_freed_memory():
 
 def _autocast(precision, device):
     """The autocast context for `precision` ("auto", "bf16", "fp32") on `device`; reusable across batches."""
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     dtype = {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Net  # noqa: E402
 from utils import (  # noqa: E402
+    OPTIMIZERS,
     DeviceLoader,
     fit,
     get_device,
@@ -31,7 +32,7 @@ from utils import (  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--optimizer", choices=("sgd", "adam"), nargs="+", default=["adam"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS, nargs="+", default=["adam"])
     p.add_argument("--epochs", type=int, nargs="+", default=[8])
     p.add_argument("--lr", type=float, nargs="+", default=[0.003])
     p.add_argument("--batch-size", type=int, nargs="+", default=[512])

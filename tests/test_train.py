@@ -1,10 +1,14 @@
 import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import synthetic_digits
+from conftest import ROOT, synthetic_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 import utils
@@ -85,3 +89,27 @@ def test_a_criterion_of_the_users_own():
 def test_bad_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be"):
         utils.test(Net(), "cpu", [(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))], precision="fp8")
+
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+HUGE_PAGES_AFTER_KEEP_FREED_MEMORY = """
+import re, torch, utils
+def huge_kb():
+    return int(re.search(r"AnonHugePages:\\s+(\\d+)", open("/proc/self/smaps_rollup").read()).group(1))
+before = huge_kb()
+kept = utils.keep_freed_memory()
+x = torch.ones(64 * 2**20, dtype=torch.uint8)
+print(kept, before, huge_kb())
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not THP.exists() or "[never]" in THP.read_text(),
+                    reason="needs Linux with transparent huge pages")
+def test_memory_kept_for_reuse_comes_in_huge_pages():
+    # In a fresh process: the setting is per process, and this one has allocated plenty already.
+    run = subprocess.run([sys.executable, "-c", HUGE_PAGES_AFTER_KEEP_FREED_MEMORY], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    kept, before, after = run.stdout.split()
+    if kept != "True":
+        pytest.skip("the C library is not glibc")
+    assert int(after) - int(before) >= 32 * 1024  # kB of the 64 MB tensor in 2 MB pages

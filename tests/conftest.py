@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects."""
+"""Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects;
+and a fresh run (model, optimizer, scheduler) for the checkpoint and interruption tests."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model import Net  # noqa: E402
+from utils import get_recipe, make_optimizer, make_scheduler  # noqa: E402
+
 N_TRAIN, N_TEST = 512, 128
 
 
@@ -16,6 +20,15 @@ def write_idx(path, tensor, magic):
     """Write a uint8 tensor as an IDX file: big-endian magic, one 4-byte size per dimension, the bytes."""
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in tensor.shape)
     Path(path).write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def new_run(seed=0):
+    """A fresh Net (initial weights from `seed`) with the S5 recipe's SGD and StepLR."""
+    torch.manual_seed(seed)
+    model = Net()
+    recipe = get_recipe("s5")
+    optimizer = make_optimizer(model, recipe)
+    return model, optimizer, make_scheduler(optimizer, recipe)
 
 
 def synthetic_digits(n, seed):

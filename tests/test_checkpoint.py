@@ -1,4 +1,3 @@
-import os
 import signal
 import subprocess
 import sys
@@ -7,23 +6,14 @@ import time
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, new_run
 
 from model import Net
 from utils import get_recipe, load_checkpoint, make_optimizer, make_scheduler, new_history, save_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_run(seed=0):
-    torch.manual_seed(seed)
-    model = Net()
-    recipe = get_recipe("s5")
-    optimizer = make_optimizer(model, recipe)
-    return model, optimizer, make_scheduler(optimizer, recipe)
-
 
 def test_round_trip_restores_everything(tmp_path):
-    model, optimizer, scheduler = make_run(0)
+    model, optimizer, scheduler = new_run(0)
     model(torch.randn(2, 1, 28, 28)).sum().backward()
     optimizer.step()
     scheduler.step()
@@ -31,7 +21,7 @@ def test_round_trip_restores_everything(tmp_path):
     history["test_acc"].append(97.5)
     save_checkpoint(tmp_path / "run.pt", model, optimizer, scheduler, 3, history)
 
-    other, other_opt, other_sched = make_run(1)
+    other, other_opt, other_sched = new_run(1)
     epoch, loaded_history = load_checkpoint(tmp_path / "run.pt", other, other_opt, other_sched)
     assert epoch == 3 and loaded_history == history
     for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
@@ -42,9 +32,9 @@ def test_round_trip_restores_everything(tmp_path):
 
 
 def test_a_plain_state_dict_loads_as_weights(tmp_path):
-    model, _, _ = make_run(0)
+    model, _, _ = new_run(0)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    other, _, _ = make_run(1)
+    other, _, _ = new_run(1)
     assert load_checkpoint(tmp_path / "weights.pt", other)[0] == 0
     assert torch.equal(other.fc2.weight, model.fc2.weight)
 
@@ -61,7 +51,7 @@ class Payload:
 
 def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload-ran"
-    model, _, _ = make_run(0)
+    model, _, _ = new_run(0)
     torch.save({"model": model.state_dict(), "epoch": 1, "history": new_history(), "evil": Payload(str(marker))},
                tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="refused to load .*evil.pt.*could run code") as info:
@@ -76,7 +66,7 @@ def test_a_different_architecture_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "linear.pt", Net())
     wide = Net()
     wide.fc2 = nn.Linear(50, 12)
-    model, optimizer, scheduler = make_run(0)
+    model, optimizer, scheduler = new_run(0)
     save_checkpoint(tmp_path / "wide.pt", wide, None, None, 1, new_history())
     with pytest.raises(ValueError, match="different model.*wrong shape fc2.weight"):
         load_checkpoint(tmp_path / "wide.pt", model)
@@ -105,9 +95,9 @@ while True:
 
 def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
-    model, optimizer, scheduler = make_run(0)
+    model, optimizer, scheduler = new_run(0)
     save_checkpoint(path, model, optimizer, scheduler, 2, new_history())
-    proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER.format(root=ROOT, path=str(path))])
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER.format(root=str(ROOT), path=str(path))])
     try:
         deadline = time.monotonic() + 60
         while not any(p.name.endswith(".tmp") and p.stat().st_size > 1_000_000 for p in tmp_path.iterdir()):
@@ -116,13 +106,13 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    other, _, _ = make_run(1)
+    other, _, _ = new_run(1)
     assert load_checkpoint(path, other)[0] == 2
     assert torch.equal(other.conv1.weight, model.conv1.weight)
 
 
 def test_resuming_with_another_recipe_is_refused(tmp_path):
-    model, optimizer, scheduler = make_run(0)
+    model, optimizer, scheduler = new_run(0)
     save_checkpoint(tmp_path / "run.pt", model, optimizer, scheduler, 1, new_history())
     other = Net()
     recipe = get_recipe("onecycle")

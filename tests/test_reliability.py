@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import new_run
 
 from model import Net
-from utils import Recipe, fit, get_recipe, load_checkpoint, make_optimizer, make_scheduler, new_history
+from utils import Recipe, fit, get_recipe, load_checkpoint, new_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,16 +54,8 @@ class PoisonedLoader:
             yield x, y
 
 
-def new_run(epochs):
-    torch.manual_seed(0)
-    model = Net()
-    recipe = get_recipe("s5", epochs=epochs)
-    optimizer = make_optimizer(model, recipe)
-    return model, optimizer, make_scheduler(optimizer, recipe)
-
-
 def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
-    model, optimizer, scheduler = new_run(3)
+    model, optimizer, scheduler = new_run()
     loader = PoisonedLoader()
     history = None
     with pytest.raises(FloatingPointError, match="epoch 2, batch 3"):
@@ -116,7 +109,7 @@ class InterruptedLoader(PoisonedLoader):
 
 
 def test_interrupt_in_a_notebook_keeps_the_history_it_was_given(tmp_path, capsys):
-    model, optimizer, scheduler = new_run(5)
+    model, optimizer, scheduler = new_run()
     loader = InterruptedLoader()
     history = new_history()
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,57 @@
+"""The CUDA path: the same data, training and checkpoints as on the CPU. Skipped without a GPU."""
+
+import pytest
+import torch
+from conftest import new_run, synthetic_digits
+
+import utils
+from model import Net
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_device_loader_gives_the_cpu_batches_on_the_gpu(mnist_root):
+    cpu_loader, _ = utils.get_data_loaders(64, mnist_root, "cpu", seed=3)
+    gpu_loader, _ = utils.get_data_loaders(64, mnist_root, "cuda", seed=3)
+    for (cpu_images, cpu_labels), (gpu_images, gpu_labels) in zip(cpu_loader, gpu_loader, strict=True):
+        assert gpu_images.is_cuda and gpu_labels.is_cuda
+        assert torch.equal(gpu_labels.cpu(), cpu_labels)
+        # Same draws, same warps; only a pixel whose source lies on a rounding boundary may differ.
+        differ = (gpu_images.cpu() - cpu_images).abs() > 1e-4
+        assert differ.float().mean() < 0.002
+
+
+def test_one_batch_overfits_on_the_gpu_in_bf16():
+    torch.manual_seed(0)
+    images, labels = synthetic_digits(32, seed=0)
+    batch = (utils.normalize(images.float().div(255).unsqueeze(1)), labels)  # on the CPU: train moves it
+    model = Net().cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    first, _ = utils.test(model, "cuda", [batch])
+    utils.train(model, "cuda", [batch] * 60, optimizer)
+    final, final_acc = utils.test(model, "cuda", [batch])
+    assert first > 2.0 and final < 0.05 and final_acc == 100.0, (first, final)
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in model.parameters())
+
+
+def test_gpu_and_cpu_agree_on_the_same_weights(mnist_root):
+    model, _, _ = new_run(0)
+    _, test_loader = utils.get_data_loaders(64, mnist_root, "cpu")
+    cpu_loss, cpu_acc = utils.test(model, "cpu", test_loader, precision="fp32")
+    gpu_loss, gpu_acc = utils.test(model.cuda(), "cuda", test_loader, precision="fp32")
+    assert gpu_loss == pytest.approx(cpu_loss, rel=1e-3)  # TF32 convolutions on the GPU
+    assert abs(gpu_acc - cpu_acc) <= 100 / 128  # at most one of the 128 images decided otherwise
+
+
+def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path, mnist_root):
+    model, optimizer, scheduler = new_run(0)
+    model.cuda()
+    train_loader, test_loader = utils.get_data_loaders(64, mnist_root, "cuda")
+    utils.fit(model, "cuda", train_loader, test_loader, optimizer, scheduler, 1, checkpoint_path=tmp_path / "last.pt")
+    cpu_model, cpu_optimizer, cpu_scheduler = new_run(1)
+    epoch, history = utils.load_checkpoint(tmp_path / "last.pt", cpu_model, cpu_optimizer, cpu_scheduler)
+    assert epoch == 1 and len(history["test_acc"]) == 1
+    for a, b in zip(model.state_dict().values(), cpu_model.state_dict().values(), strict=True):
+        assert torch.equal(a.cpu(), b)
+    momentum = cpu_optimizer.state_dict()["state"][0]["momentum_buffer"]
+    assert momentum.device.type == "cpu" and momentum.abs().sum() > 0

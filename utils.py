@@ -34,7 +34,7 @@ ROTATION_DEGREES = 15.0
 ZOOM_P = 0.1
 ZOOM_CROP = 22
 
-# Images the fast loader augments per pass on a GPU (on the CPU: one batch): ~0.3 GB of temporaries.
+# Images the fast loader augments per pass on a GPU (on the CPU: one batch): ~0.4 GB of temporaries.
 GPU_CHUNK = 16384
 
 # The four files torchvision's datasets.MNIST reads from <root>/MNIST/raw/, as (images, labels).

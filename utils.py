@@ -301,10 +301,11 @@ class DeviceLoader:
             chunk *= max(1, GPU_CHUNK // self.batch_size)
         for first in range(0, n, chunk):
             part = slice(first, first + chunk)
-            images = self.images[order[part]].float().div_(255)
+            index = order[part]
+            images = self.images[index].float().div_(255)
             if self.augment:
                 images = augment(images, angles[part], zoom[part])
-            images, labels = normalize(images), self.labels[order[part]]
+            images, labels = normalize(images), self.labels[index]
             for start in range(0, len(labels), self.batch_size):
                 yield images[start:start + self.batch_size], labels[start:start + self.batch_size]
 

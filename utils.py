@@ -49,6 +49,12 @@ PIPELINES = ("fast", "s5")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 where the hardware does it natively, else fp32
 
+
+def _one_of(names):
+    """("a", "b", "c") -> "'a', 'b' or 'c'", for error messages."""
+    quoted = [repr(name) for name in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
 train_transforms = transforms.Compose([
     transforms.RandomApply([transforms.CenterCrop(ZOOM_CROP)], p=ZOOM_P),
     transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)),
@@ -91,7 +97,7 @@ class Recipe:
         if self.schedule not in ("step", "onecycle"):
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be {_one_of(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
 # "s5": the course's recipe. "onecycle": 8 epochs of Adam under OneCycleLR, tuned on a validation split
@@ -418,7 +424,7 @@ def _reserve_huge_page_heap(libc, size=2**31):
 def _autocast(precision, device):
     """The autocast context for `precision` ("auto", "bf16", "fp32") on `device`; reusable across batches."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+        raise ValueError(f"precision must be {_one_of(PRECISIONS)}, got {precision!r}")
     dtype = {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 

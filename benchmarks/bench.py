@@ -199,7 +199,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--batches", type=int, default=30, help="throughput: batches per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setup; the median is reported")
-    p.add_argument("--pipeline", choices=("fast", "s5"), default="fast", help="full: which pipeline")
+    p.add_argument("--pipeline", choices=utils.PIPELINES, default="fast", help="full: which pipeline")
     p.add_argument("--recipe", default="s5", help="full: s5 or onecycle")
     p.add_argument("--epochs", type=int, help="full: override the recipe's epochs")
     p.add_argument("--seed", type=int, default=1)

@@ -403,11 +403,11 @@ def keep_freed_memory():
             return False
     except (OSError, AttributeError):
         return False
-    _reserve_huge_page_heap(libc)
+    _back_heap_with_huge_pages(libc)
     return True
 
 
-def _reserve_huge_page_heap(libc, size=2**31):
+def _back_heap_with_huge_pages(libc, size=2**31):
     """Back glibc's heap with 2 MB pages: hand its free pages back to the kernel (code run before, such
     as the original S5 pipeline, may have grown it in 4 KB pages), grow it by `size` bytes of address
     space, mark all of it MADV_HUGEPAGE and free the new part. Later allocations are carved from it,

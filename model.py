@@ -27,6 +27,9 @@ class Net(nn.Module):
         self.fc2 = nn.Linear(50, 10)
 
     def forward(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Net expects a torch.Tensor, got {type(x).__module__}.{type(x).__name__}; "
+                            "convert with torch.from_numpy(x).float()")
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(
                 f"Net expects images of shape [N, 1, 28, 28], got {list(x.shape)}; "
@@ -37,6 +40,10 @@ class Net(nn.Module):
                 f"Net expects a floating-point tensor, got {x.dtype}; "
                 "convert with x.float() / 255 and normalise as utils.test_transforms does"
             )
+        weights = self.conv1.weight.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"Net's weights are {weights} but the images are {x.dtype}; convert the images with "
+                             f"x.to({weights}) (or the model with model.to({x.dtype}))")
         # Max-pool before ReLU where both follow a conv: the same function (both are monotone, so they
         # commute, gradients included) with 4x less ReLU work.
         x = F.relu(self.conv1(x))

@@ -1,16 +1,22 @@
 """Train the S5 Net on MNIST from the shell: the notebook's job, one line per epoch.
 
-    python train.py                          # the S5 recipe on the fast pipeline
+    python train.py                          # the S5 recipe on the fast pipeline, into runs/exp (exp2, ...)
     python train.py --pipeline s5            # the original S5 torchvision pipeline
     python train.py --recipe onecycle        # the short recipe: 8 epochs of Adam under OneCycleLR
-    python train.py --resume checkpoints/last.pt
+    python train.py --resume runs/exp        # continue that run, in its folder
+    python train.py --resume runs/exp --epochs 30   # and train it further (StepLR runs only)
+
+Each run writes into a new folder of its own (best.pt, last.pt, history.json, train_metrics.png) and
+never replaces a file of an earlier run.
 """
 
 import argparse
-import json
-import os
+import dataclasses
+import signal
 import sys
 from pathlib import Path
+
+import torch
 
 from model import Net
 from utils import (
@@ -18,18 +24,31 @@ from utils import (
     PIPELINES,
     PRECISIONS,
     RECIPES,
+    Recipe,
+    check_output,
+    check_plot_path,
+    checkpoint_config,
     fit,
     get_data_loaders,
     get_device,
     get_recipe,
     load_checkpoint,
     make_optimizer,
+    make_run_dir,
     make_scheduler,
     new_history,
     plot_train_metrics,
     resolve_device,
+    run_config,
+    save_history,
     set_seed,
 )
+
+# The flags that make a run (utils.run_config): saved in its checkpoints, so that --resume continues it.
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma")
+RUN_FLAGS = ("recipe", "seed", "pipeline", "precision")
+DEFAULTS = {"recipe": "s5", "seed": 1, "pipeline": "fast", "precision": None}
+OUTPUTS = {"checkpoint": "best.pt", "last": "last.pt", "history": "history.json", "plot": "train_metrics.png"}
 
 
 def positive(kind):
@@ -50,7 +69,7 @@ def device_arg(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train the S5 Net on MNIST.")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="s5",
+    p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="hyperparameter set; the flags below override its values (default: s5)")
     p.add_argument("--epochs", type=positive(int), help="epochs to train (s5: 20)")
     p.add_argument("--batch-size", type=positive(int), help="batch size (s5: 512)")
@@ -58,35 +77,126 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, help="SGD momentum (s5: 0.9; Adam ignores it)")
     p.add_argument("--step-size", type=positive(int), help="StepLR: epochs between decays (s5: 15)")
     p.add_argument("--gamma", type=positive(float), help="StepLR: decay factor (s5: 0.1)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--seed", type=int, help="random seed (default: 1)")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
     p.add_argument("--device", type=device_arg, default=None,
                    help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--pipeline", choices=PIPELINES, default="fast",
-                   help="fast: batched augmentation on the device; s5: the original torchvision pipeline")
+    p.add_argument("--pipeline", choices=PIPELINES,
+                   help="fast (default): batched augmentation on the device; s5: the original torchvision pipeline")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 where the hardware does it natively (default; --pipeline s5: fp32)")
-    p.add_argument("--checkpoint", default="checkpoints/best.pt", help="where the best model is saved")
-    p.add_argument("--last", default="checkpoints/last.pt", help="where the latest epoch is saved")
-    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
-    p.add_argument("--history", default="history.json", help="where the metric history is written")
-    p.add_argument("--plot", default="img/train_metrics.png", help="where the 2x2 metrics plot is saved")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are made (default: runs)")
+    p.add_argument("--name", default="exp", help="run folder name: runs/exp, then exp2, exp3, ... (default: exp)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or from this checkpoint)")
+    p.add_argument("--checkpoint", help="where the best model is saved (default: <run folder>/best.pt)")
+    p.add_argument("--last", help="where the latest epoch is saved (default: <run folder>/last.pt)")
+    p.add_argument("--history", help="where the metric history is written (default: <run folder>/history.json)")
+    p.add_argument("--plot", help="where the 2x2 metrics plot is saved (default: <run folder>/train_metrics.png)")
+    p.add_argument("--overwrite", action="store_true", help="allow --checkpoint/--last/--history/--plot to "
+                   "replace existing files")
     p.add_argument("--dry-run", action="store_true", help="one batch of train and test, for a quick check")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.dry_run and args.resume:
+        p.error("--dry-run starts afresh and saves nothing; leave out --resume")
+    return args
+
+
+def new_config(args):
+    """The run's recipe and settings from the flags (a new run)."""
+    run = {key: DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in RUN_FLAGS}
+    recipe = get_recipe(run["recipe"], **{key: getattr(args, key) for key in RECIPE_FLAGS})
+    return run_config(recipe, name=run["recipe"], seed=run["seed"], pipeline=run["pipeline"],
+                      precision=run["precision"])
+
+
+def resumed_config(args, path, saved, done):
+    """The resumed run's config: the saved one, with more epochs if asked. A flag that would change
+    anything else is refused, since the optimizer and schedule continue from their saved state."""
+    recipe = Recipe(**saved["hyperparameters"])
+    given = {key: getattr(args, key) for key in (*RUN_FLAGS, *RECIPE_FLAGS) if getattr(args, key) is not None}
+    for key, value in given.items():
+        was = saved[key] if key in RUN_FLAGS else getattr(recipe, key)
+        if key != "epochs" and value != was:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag} {value} differs from the resumed run's {was}; a resumed run keeps its "
+                             f"settings (start a new run to change them)")
+    epochs = given.get("epochs", recipe.epochs)
+    if recipe.schedule == "onecycle" and epochs != recipe.epochs:
+        raise ValueError(f"a OneCycle run cannot be extended: its learning rate was laid out over {recipe.epochs} "
+                         f"epochs; start a new run with --epochs {epochs}")
+    if epochs <= done:
+        more = ("start a new run with more epochs" if recipe.schedule == "onecycle"
+                else f"pass --epochs above {done} to train further")
+        raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
+    return {**saved, "hyperparameters": dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs))}
+
+
+def resume_point(args):
+    """(checkpoint path, its config or None, epochs done) for --resume RUN (a folder means its last.pt)."""
+    path = Path(args.resume)
+    if path.is_dir():
+        path = path / OUTPUTS["last"]
+    config = checkpoint_config(path)
+    done, _ = load_checkpoint(path, Net())
+    return path, config, done
+
+
+def output_paths(args, run_dir):
+    """The four output files, each checked writable (and free, unless it is the resumed run's own)."""
+    paths = {key: Path(getattr(args, key) or run_dir / name) for key, name in OUTPUTS.items()}
+    for key, path in paths.items():
+        own = args.resume and getattr(args, key) is None  # the resumed run's own files: continued
+        check = check_plot_path if key == "plot" else check_output
+        check(path, overwrite=args.overwrite or own)
+    return paths
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler's stop): the run ends as on Ctrl-C, history and checkpoint kept."""
+
+
+def terminate(signum, frame):
+    raise Terminated
+
+
+def is_out_of_memory(error):
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, terminate)
+    paths = run_dir = new_dir = None
     try:
-        recipe = get_recipe(args.recipe, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma)
+        if args.resume:
+            resume_from, saved, done = resume_point(args)
+            if saved is None:  # a checkpoint from before configs were saved: the flags say what it was
+                saved = new_config(args)
+            config = resumed_config(args, resume_from, saved, done)
+            run_dir = resume_from.parent
+            if resume_from.name != OUTPUTS["last"] and (run_dir / OUTPUTS["last"]).exists() and not args.overwrite:
+                raise ValueError(f"{run_dir / OUTPUTS['last']} holds this run's latest epoch; resume from it, or "
+                                 f"copy {resume_from} into a new folder to branch off")
+        else:
+            config = new_config(args)
+        recipe = Recipe(**config["hyperparameters"])
+        if args.dry_run:
+            recipe = dataclasses.replace(recipe, epochs=1)
         device = args.device or get_device()
-        set_seed(args.seed)
-        train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
-                                                     seed=args.seed)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        set_seed(config["seed"])
+        train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, config["pipeline"],
+                                                     seed=config["seed"])
+        if not args.dry_run:
+            if not args.resume and not all(getattr(args, key) for key in OUTPUTS):
+                run_dir = new_dir = make_run_dir(args.runs_dir, args.name)
+            paths = output_paths(args, run_dir)
+    except (ValueError, OSError) as error:
+        if new_dir is not None:
+            new_dir.rmdir()  # nothing was written to it
         sys.exit(f"error: {error}")
-    print(f"device {device}, pipeline {args.pipeline}, {recipe}")
+    print(f"device {device}, pipeline {config['pipeline']}, {recipe}")
+    if paths and run_dir:
+        print(f"run folder: {run_dir}")
 
     model = Net().to(device)
     optimizer = make_optimizer(model, recipe)
@@ -95,35 +205,45 @@ def main(argv=None):
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
     history, start_epoch = new_history(), 1
     if args.resume:
-        try:
-            done, history = load_checkpoint(args.resume, model, optimizer, scheduler)
-        except (ValueError, FileNotFoundError) as error:
-            sys.exit(f"error: {error}")
+        done, history = load_checkpoint(resume_from, model, optimizer, scheduler)
         start_epoch = done + 1
-        print(f"resumed from {args.resume} after epoch {done}")
+        print(f"resumed from {resume_from} after epoch {done}")
 
-    dry = args.dry_run
-    step = dict(ORIGINAL_STEP) if args.pipeline == "s5" else {}  # the original S5 training step too
-    if args.precision:
-        step["precision"] = args.precision
+    step = dict(ORIGINAL_STEP) if config["pipeline"] == "s5" else {}  # the original S5 training step too
+    if config["precision"]:
+        step["precision"] = config["precision"]
+    last, best = (paths["last"], paths["checkpoint"]) if paths else (None, None)
+    code, error = 0, None
     try:
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
-            start_epoch=start_epoch, checkpoint_path=None if dry else args.last,
-            best_path=None if dry else args.checkpoint, **step)
-    except KeyboardInterrupt:
-        print(f"resume with: python train.py --resume {args.last}")
-        code = 130
-    except FloatingPointError as error:
-        sys.exit(f"error: {error}; the last good checkpoint is {args.last}")
-    else:
-        code = 0
+            start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config, **step)
+    except KeyboardInterrupt as stop:
+        if last and last.exists():
+            print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")
+        code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+    except FloatingPointError as failure:
+        code, error = 1, f"{failure}" + (f"; the last good checkpoint is {last}" if last and last.exists() else "")
+    except OSError as failure:  # a save that failed: full disk, permissions
+        code, error = 1, str(failure)
+    except (RuntimeError, MemoryError) as failure:
+        if not is_out_of_memory(failure):
+            raise
+        epoch = history["epoch"][-1] + 1 if history["epoch"] else start_epoch
+        code, error = 1, (f"out of memory in epoch {epoch} with batch size {recipe.batch_size}; "
+                          "lower --batch-size")
     finally:
-        if not dry and history["epoch"]:
-            tmp = Path(f"{args.history}.tmp")  # written whole, then renamed: never half a file
-            tmp.write_text(json.dumps(history, indent=1))
-            os.replace(tmp, args.history)
-            plot_train_metrics(history, save_path=args.plot)
-            print(f"history: {args.history}, plot: {args.plot}, best model: {args.checkpoint}")
+        if paths and history["epoch"]:
+            try:
+                save_history(paths["history"], history)
+                plot_train_metrics(history, save_path=paths["plot"])
+            except OSError as failure:
+                code, error = 1, error or str(failure)
+            saved = f", best model: {best}" if best.exists() else ""
+            print(f"history: {paths['history']}, plot: {paths['plot']}{saved}")
+        if args.dry_run and code == 0:
+            print("dry run: data, model, one training and one test step work")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
     return code
 
 

@@ -7,12 +7,17 @@ setting: on Linux, train/test make the C allocator keep freed memory, see keep_f
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import functools
+import glob
 import io
+import itertools
+import json
 import math
 import os
 import platform
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ from tqdm.auto import tqdm
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 IMAGE_SIZE = 28
+NUM_CLASSES = 10
 
 # The S5 augmentation: rotate by an angle drawn uniformly from +-ROTATION_DEGREES, and with
 # probability ZOOM_P first crop the central ZOOM_CROP x ZOOM_CROP pixels and resize them back to 28.
@@ -115,6 +121,13 @@ def get_recipe(name="s5", **overrides):
     return dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def run_config(recipe, *, name="s5", seed=1, pipeline="fast", precision=None):
+    """What a run is made of, as plain data saved in its checkpoints, so that a resume continues it as it
+    was: the recipe's name and values, the seed, the pipeline and the precision (None: the default)."""
+    return {"recipe": name, "seed": seed, "pipeline": pipeline, "precision": precision,
+            "hyperparameters": dataclasses.asdict(recipe)}
+
+
 def get_device():
     """CUDA if available, else Apple's MPS, else the CPU."""
     if torch.cuda.is_available():
@@ -158,8 +171,11 @@ def _missing_files(raw_dir):
 
 
 def _try_download(root):
-    """Let torchvision download MNIST into root; True on success. Fails fast without a network."""
-    print(f"MNIST not found in {root / 'MNIST' / 'raw'}; downloading ...")
+    """Let torchvision download MNIST into root; True on success. Fails fast without a network, and then
+    removes the folders it made (a mistyped data_dir leaves nothing behind)."""
+    raw_dir = root / "MNIST" / "raw"
+    print(f"MNIST not found in {raw_dir}; downloading ...")
+    made = next((d for d in reversed([raw_dir, *raw_dir.parents]) if not d.exists()), None)
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(10)
     try:
@@ -167,6 +183,8 @@ def _try_download(root):
             datasets.MNIST(root, train=True, download=True)
         return True
     except Exception:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         return False
     finally:
         socket.setdefaulttimeout(old_timeout)
@@ -188,6 +206,8 @@ def _read_idx_header(path, magic, ndim):
     expected = header_size + math.prod(dims)
     if size != expected:
         raise ValueError(f"{path} is truncated or corrupt: {size} bytes, its header says {expected}; {redo}")
+    if dims[0] == 0:
+        raise ValueError(f"{path} holds no {'images' if ndim == 3 else 'labels'}; {redo}")
     return dims
 
 
@@ -204,6 +224,11 @@ def check_mnist_files(raw_dir):
                 f"{raw_dir / image_name} has {n_images} images but {raw_dir / label_name} has "
                 f"{n_labels} labels; the files come from different sets, copy MNIST again"
             )
+        labels = (raw_dir / label_name).read_bytes()[8:]
+        if max(labels) >= NUM_CLASSES:
+            index = next(i for i, label in enumerate(labels) if label >= NUM_CLASSES)
+            raise ValueError(f"{raw_dir / label_name} holds label {labels[index]} at index {index}; MNIST labels "
+                             f"are 0-{NUM_CLASSES - 1}, so the file is corrupt: copy MNIST again")
 
 
 def get_mnist_datasets(data_dir=None, download=True, train_transform=None, test_transform=None):
@@ -266,6 +291,11 @@ def normalize(images):
     return (images - MNIST_MEAN) / MNIST_STD
 
 
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+
+
 class DeviceLoader:
     """Batches of MNIST held as one uint8 tensor on `device`, shuffled and augmented there.
 
@@ -275,8 +305,7 @@ class DeviceLoader:
     """
 
     def __init__(self, images, labels, batch_size, device="cpu", shuffle=False, augment=False, seed=0):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        _check_batch_size(batch_size)
         self.device = torch.device(device)
         self.images = images.to(self.device, torch.uint8).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
         self.labels = labels.to(self.device, torch.int64)
@@ -346,16 +375,20 @@ def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast"
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    _check_batch_size(batch_size)
     device = resolve_device(device)
-    if pipeline == "fast":
-        train_set, test_set = get_mnist_datasets(data_dir, download)
+    fast = pipeline == "fast"
+    per_image = (None, None) if fast else (train_transforms, test_transforms)  # the fast path augments in batches
+    train_set, test_set = get_mnist_datasets(data_dir, download, *per_image)
+    if batch_size > len(train_set):
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(train_set):,} training images; "
+                         "use a smaller batch")
+    if fast:
         return (
-            DeviceLoader(train_set.data, train_set.targets, batch_size, device, True, True, seed),
+            DeviceLoader(train_set.data, train_set.targets, batch_size, device, shuffle=True, augment=True,
+                         seed=seed),
             DeviceLoader(test_set.data, test_set.targets, batch_size, device),
         )
-    train_set, test_set = get_mnist_datasets(data_dir, download, train_transforms, test_transforms)
     workers = default_num_workers() if num_workers is None else num_workers
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     return (
@@ -453,6 +486,10 @@ def _prepare(model, device, channels_last, reuse_memory):
 
 
 def _to_device(data, target, device, channels_last):
+    for name, value in (("images", data), ("labels", target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"the loader yielded {name} as {type(value).__module__}.{type(value).__name__}; a "
+                            "loader must yield (images, labels) torch tensors (transforms.ToTensor, torch.from_numpy)")
     data = data.to(device, non_blocking=True)
     if channels_last and data.dim() == 4:
         data = data.contiguous(memory_format=torch.channels_last)
@@ -493,16 +530,17 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
         seen += len(target)
         pending.append(batch)
         if len(pending) == log_every:
-            _check_finite(pending, batch_idx, epoch)
+            _check_finite(pending, batch_idx, epoch, "training stopped")
             pending = []
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
     if seen == 0:
         raise ValueError("train_loader yielded no batches")
-    _check_finite(pending, batch_idx, epoch)
+    _check_finite(pending, batch_idx, epoch, "training stopped")
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
-def _check_finite(losses, last_batch, epoch):
+def _check_finite(losses, last_batch, epoch, outcome):
+    """Raise FloatingPointError naming the first batch whose loss is NaN or infinite."""
     if not losses:
         return
     values = torch.stack(losses).tolist()
@@ -511,7 +549,7 @@ def _check_finite(losses, last_batch, epoch):
             batch = last_batch - len(values) + 1 + offset
             where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
             raise FloatingPointError(
-                f"loss became {value} in {where}; training stopped (lower the learning rate, check the data)"
+                f"loss became {value} in {where}; {outcome} (lower the learning rate, check the data and weights)"
             )
 
 
@@ -527,17 +565,20 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     _prepare(model, device, channels_last, reuse_memory)
     amp = _autocast(precision, device)
     loss_sum = torch.zeros((), device=device)
+    losses = []  # per batch, checked at the end: a NaN model or batch raises, as in train
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for data, target in test_loader:
         data, target = _to_device(data, target, device, channels_last)
         with amp:
             output = model(data)
-        loss_sum += criterion(output.float(), target) * len(target)
+        losses.append(criterion(output.float(), target))
+        loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()
         seen += len(target)
     if seen == 0:
         raise ValueError("test_loader yielded no batches")
+    _check_finite(losses, len(losses), None, "the test result is void")
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
@@ -565,13 +606,13 @@ def new_history():
 
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
-        start_epoch=1, checkpoint_path=None, best_path=None, **step_options):
+        start_epoch=1, checkpoint_path=None, best_path=None, config=None, **step_options):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
-    (both atomic). A OneCycleLR steps per batch, any other scheduler once per epoch. `step_options`
-    (precision, channels_last, reuse_memory) go to train and test.
+    (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
+    once per epoch. `step_options` (precision, channels_last, reuse_memory) go to train and test.
     """
     history = new_history() if history is None else history
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
@@ -595,10 +636,10 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
                   f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
             if checkpoint_path:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history)
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, config)
                 saved = epoch
             if best_path and test_acc > best:
-                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history)
+                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config)
     except KeyboardInterrupt:
         done = history["epoch"]
         held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
@@ -608,27 +649,105 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     return history
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- run folders and files
 
 
-def _atomic_torch_save(obj, path):
-    """torch.save to a temporary file beside `path`, then os.replace: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def make_run_dir(root="runs", name="exp"):
+    """A new, empty folder for one run: root/name, else root/name2, root/name3, ... (each made with one
+    mkdir, so two runs started at once never share a folder). Returns its Path."""
+    root = Path(root)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _make_folder(root)
+        for n in itertools.count(1):
+            with contextlib.suppress(FileExistsError):
+                path = root / (name if n == 1 else f"{name}{n}")
+                path.mkdir()
+                return path
+    except OSError as error:
+        raise OSError(f"cannot make a run folder in {root}: {error.strerror or error}") from error
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, history):
-    """Save what an exact resume needs: weights, optimizer and scheduler state, epoch, history, RNGs."""
+def check_output(path, overwrite=False):
+    """Check, before any work, that `path` can be written: its folder exists (made when missing) and takes
+    new files, and `path` holds no earlier file unless `overwrite`. Returns the Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; give another path, or --overwrite to replace it")
+    try:
+        _make_folder(path.parent)
+        _sweep_temporaries(path)
+        os.close(os.open(_temporary(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.unlink(_temporary(path))
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+def _make_folder(folder):
+    """mkdir -p, with an error that names the file standing where a folder should be."""
+    file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"{file} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _temporary(path, pid=None):
+    """Where atomic_write puts path's bytes before the rename: named for the writing process."""
+    return path.with_name(f".{path.name}.{pid or os.getpid()}.tmp")
+
+
+def _sweep_temporaries(path):
+    """Remove the temporary files of path that writers killed mid-write left behind (their process is gone)."""
+    if os.name != "posix":  # os.kill(pid, 0) only asks on POSIX
+        return
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def atomic_write(path, data):
+    """Write the bytes `data` to `path` whole or not at all: a crash, an interrupt or a full disk leaves the
+    previous file as it was. The bytes go to a temporary file beside it, then os.replace; a temporary left
+    by a process killed mid-write is removed by the next write to the same path."""
+    path = Path(path)
+    try:
+        _make_folder(path.parent)
+        _sweep_temporaries(path)
+        try:
+            with open(_temporary(path), "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(_temporary(path), path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_temporary(path))
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}; any previous file is unchanged") from error
+
+
+def save_history(path, history):
+    """Write the metric history as JSON, atomically."""
+    atomic_write(path, json.dumps(history, indent=1).encode())
+
+
+def save_checkpoint(path, model, optimizer, scheduler, epoch, history, config=None):
+    """Save what an exact resume needs: weights, optimizer and scheduler state, epoch, history, RNGs, and
+    `config` (a dict of plain values: the recipe and settings of the run), atomically."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -636,10 +755,13 @@ def save_checkpoint(path, model, optimizer, scheduler, epoch, history):
         "kinds": [type(x).__name__ for x in (optimizer, scheduler) if x is not None],
         "epoch": epoch,
         "history": history,
+        "config": config,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    _atomic_torch_save(state, path)
+    buffer = io.BytesIO()  # serialised in memory, so a failed write is a plain OSError
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def _load_weights(model, weights, path):
@@ -651,20 +773,27 @@ def _load_weights(model, weights, path):
         parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)) if keys]
         raise ValueError(f"{path} holds weights for a different model ({'; '.join(parts)})")
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path} holds weights that are not finite (NaN or inf in {', '.join(broken[:3])}): "
+                         "the run that wrote it diverged; use an earlier checkpoint")
     model.load_state_dict(weights)
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None):
-    """Load a checkpoint into model (and optimizer, scheduler, RNGs when given); return (epoch, history).
-
-    Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Also
-    accepts a bare state_dict (torch.save(model.state_dict(), path)); then returns (0, new_history()).
-    """
+def _read_checkpoint(path):
+    """The checkpoint at path, loaded with weights_only=True and checked: a dict of weights, or a
+    save_checkpoint dict."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path or train first")
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder; give the file in it (e.g. {path / 'best.pt'})")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is not a regular file (a pipe or device?); give a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise OSError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     except Exception as error:
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if unsafe:
@@ -673,11 +802,28 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}); "
                          "pass a file written by save_checkpoint") from None
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        _load_weights(model, state, path)
-        return 0, new_history()
+        return {"model": state}
     if not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
         raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (no model/epoch/history)")
+    return state
+
+
+def checkpoint_config(path):
+    """The `config` dict saved with the checkpoint at path (see save_checkpoint), or None."""
+    return _read_checkpoint(path).get("config")
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None):
+    """Load a checkpoint into model (and optimizer, scheduler, RNGs when given); return (epoch, history).
+
+    Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Refuses
+    weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path));
+    then returns (0, new_history()).
+    """
+    state = _read_checkpoint(path)
     _load_weights(model, state["model"], path)
+    if "epoch" not in state:
+        return 0, new_history()
     asked = [type(x).__name__ for x in (optimizer, scheduler) if x is not None]
     if "kinds" in state and any(kind not in state["kinds"] for kind in asked):
         raise ValueError(f"{path} was saved by a run with {' and '.join(state['kinds']) or 'no optimizer'}, not "
@@ -696,10 +842,23 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
 # ----------------------------------------------------------------------------- plots
 
 
+def check_plot_path(path, overwrite=False):
+    """check_output for a figure, whose file type (from its extension) matplotlib must know."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if Path(path).suffix.lower().lstrip(".") not in kinds:
+        raise ValueError(f"cannot save a plot as {path}: unknown file type; end the name in "
+                         f"{_one_of(['.' + kind for kind in ('png', 'pdf', 'svg', 'jpg')])} (or another of "
+                         f"matplotlib's: {', '.join(sorted(kinds))})")
+    return check_output(path, overwrite)
+
+
 def _save(fig, save_path):
     if save_path:
-        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_path, dpi=100, bbox_inches="tight")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=Path(save_path).suffix.lstrip(".").lower() or None, dpi=100, bbox_inches="tight")
+        atomic_write(save_path, buffer.getvalue())
     return fig
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects;
 and a fresh run (model, optimizer, scheduler) for the checkpoint and interruption tests."""
 
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,16 @@ def write_idx(path, tensor, magic):
     """Write a uint8 tensor as an IDX file: big-endian magic, one 4-byte size per dimension, the bytes."""
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in tensor.shape)
     Path(path).write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def png_claiming(path, width, height):
+    """A tiny PNG whose header claims width x height pixels: a decompression bomb, or a broken file."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
 
 
 def new_run(seed=0):

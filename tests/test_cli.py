@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import png_claiming
 from PIL import Image
 
 from model import Net
@@ -49,17 +50,21 @@ def test_train_dry_run(mnist_root, tmp_path, pipeline):
 
 
 def test_train_writes_history_plot_and_checkpoints_then_resumes(mnist_root, tmp_path):
-    common = ["--data-dir", mnist_root, "--batch-size", "128", "--device", "cpu"]
-    result = run("train.py", "--epochs", "2", *common, cwd=tmp_path)
+    common = ["--data-dir", mnist_root, "--device", "cpu"]
+    result = run("train.py", "--epochs", "2", "--batch-size", "128", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    history = json.loads((tmp_path / "history.json").read_text())
-    assert history["epoch"] == [1, 2]
-    assert (tmp_path / "img" / "train_metrics.png").stat().st_size > 1000
-    assert (tmp_path / "checkpoints" / "best.pt").exists()
-    result = run("train.py", "--epochs", "3", "--resume", "checkpoints/last.pt", *common, cwd=tmp_path)
+    assert "run folder: runs/exp" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing outside the run folder
+    run_dir = tmp_path / "runs" / "exp"
+    assert json.loads((run_dir / "history.json").read_text())["epoch"] == [1, 2]
+    assert (run_dir / "train_metrics.png").stat().st_size > 1000
+    assert (run_dir / "best.pt").exists()
+    # The batch size and the rest come from the run itself; only the epochs are new.
+    result = run("train.py", "--epochs", "3", "--resume", "runs/exp", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resumed from checkpoints/last.pt after epoch 2" in result.stdout and "Epoch 3:" in result.stdout
-    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1, 2, 3]
+    assert "resumed from runs/exp/last.pt after epoch 2" in result.stdout and "Epoch 3:" in result.stdout
+    assert "batch_size=128" in result.stdout
+    assert json.loads((run_dir / "history.json").read_text())["epoch"] == [1, 2, 3]
 
 
 def test_train_without_data_is_one_clear_error(tmp_path):
@@ -74,20 +79,38 @@ def random_checkpoint(path):
     return path
 
 
-def test_predict_prints_a_line_per_image_and_survives_a_bad_one(tmp_path):
+def test_predict_prints_a_line_per_image_and_survives_bad_ones(tmp_path):
     checkpoint = random_checkpoint(tmp_path / "model.pt")
     Image.new("L", (60, 40), 255).save(tmp_path / "blank.png")
     digit = Image.new("L", (28, 28), 0)
-    digit.paste(255, (10, 5, 16, 23))
+    digit.paste(255, (12, 5, 15, 23))
     digit.save(tmp_path / "one.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    result = run("predict.py", tmp_path / "notes.txt", tmp_path / "one.png", tmp_path / "blank.png",
-                 "--checkpoint", checkpoint)
-    assert result.returncode == 1
+    png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    os.mkfifo(tmp_path / "pipe.png")
+    pictures = ["notes.txt", "bomb.png", "pipe.png", "one.png", "blank.png", "missing.png"]
+    result = run("predict.py", *(tmp_path / name for name in pictures), "--checkpoint", checkpoint)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'one.png'}: ") and lines[0].count("%") == 3
-    assert "notes.txt: cannot read a digit" in result.stderr and "blank.png: cannot read a digit" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'one.png'}: ") and lines[0].count("%") == 3
+    assert lines[1].startswith(f"{tmp_path / 'blank.png'}: no digit found")
+    errors = result.stderr.strip().splitlines()
+    assert [line.split(": ")[1] for line in errors] == [str(tmp_path / name) for name in pictures if name in
+                                                         ("notes.txt", "bomb.png", "pipe.png", "missing.png")]
+    assert all(line.startswith("error: ") and "cannot read a picture" in line for line in errors)
+
+
+def test_predict_refuses_a_diverged_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", model, None, None, 3, new_history())
+    Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
+    result = run("predict.py", tmp_path / "x.png", "--checkpoint", tmp_path / "nan.pt")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (f"error: {tmp_path / 'nan.pt'} holds weights that are not finite (NaN or inf "
+                                     "in fc1.weight): the run that wrote it diverged; use an earlier checkpoint")
 
 
 def test_predict_with_a_missing_checkpoint(tmp_path):
@@ -110,7 +133,7 @@ def test_predict_reads_digits_photographed_on_paper(tmp_path):
         paths.append(tmp_path / f"photo{i}.jpg")
         paper.save(paths[-1], quality=90)
         labels.append(int(test_set.targets[i]))
-    checkpoint = tmp_path / "checkpoints" / "best.pt"
+    checkpoint = tmp_path / "runs" / "exp" / "best.pt"
     result = run("predict.py", *paths, "--checkpoint", checkpoint)
     assert result.returncode == 0, result.stderr
     predicted = [int(line.split(": ")[1].split()[0]) for line in result.stdout.strip().splitlines()]

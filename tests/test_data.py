@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import N_TEST, N_TRAIN, write_idx
 
-from utils import MNIST_FILES, MNIST_MEAN, MNIST_STD, get_data_loaders
+from utils import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MNIST_FILES, MNIST_MEAN, MNIST_STD, get_data_loaders
 
 ALL_FILES = [name for pair in MNIST_FILES.values() for name in pair]
 
@@ -82,14 +82,42 @@ def test_truncated_file_names_the_file(fresh_mnist_root):
 
 
 def test_image_and_label_counts_must_agree(fresh_mnist_root):
-    write_idx(raw(fresh_mnist_root, "train-labels-idx1-ubyte"), torch.zeros(N_TRAIN - 1), 2049)
+    write_idx(raw(fresh_mnist_root, "train-labels-idx1-ubyte"), torch.zeros(N_TRAIN - 1), IDX_LABELS_MAGIC)
     with pytest.raises(ValueError, match=f"{N_TRAIN} images but .*train-labels-idx1-ubyte has {N_TRAIN - 1}"):
+        get_data_loaders(64, fresh_mnist_root, "cpu")
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(FileNotFoundError):
+        get_data_loaders(64, tmp_path / "mnist_dta" / "nested", "cpu")  # a typo in the path
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_values_outside_0_to_9_name_the_file_and_index(fresh_mnist_root):
+    labels = torch.arange(N_TRAIN) % 10
+    labels[300] = 10
+    write_idx(raw(fresh_mnist_root, "train-labels-idx1-ubyte"), labels, IDX_LABELS_MAGIC)
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte holds label 10 at index 300; MNIST labels are 0-9"):
+        get_data_loaders(64, fresh_mnist_root, "cpu")
+
+
+def test_files_with_no_images_are_named(fresh_mnist_root):
+    write_idx(raw(fresh_mnist_root, "t10k-images-idx3-ubyte"), torch.zeros(0, 28, 28), IDX_IMAGES_MAGIC)
+    write_idx(raw(fresh_mnist_root, "t10k-labels-idx1-ubyte"), torch.zeros(0), IDX_LABELS_MAGIC)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte holds no images"):
         get_data_loaders(64, fresh_mnist_root, "cpu")
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"batch_size": 0}, "batch_size must be a positive"),
     ({"batch_size": -5}, "batch_size must be a positive"),
+    ({"batch_size": True}, "batch_size must be a positive whole number, got True"),
+    ({"batch_size": 64.0}, "batch_size must be a positive whole number, got 64.0"),
+    ({"batch_size": N_TRAIN + 1}, f"batch_size {N_TRAIN + 1} is larger than the {N_TRAIN} training images"),
     ({"pipeline": "torchvision"}, "pipeline must be one of"),
 ])
 def test_bad_arguments(mnist_root, kwargs, match):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -38,3 +39,10 @@ def test_wrong_shape_names_expected_and_received(net, shape):
 def test_wrong_dtype_is_refused(net):
     with pytest.raises(ValueError, match="floating-point.*uint8"):
         net(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_numpy_and_float64_images_are_named_in_the_error(net):
+    with pytest.raises(TypeError, match="torch.Tensor, got numpy.ndarray"):
+        net(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="weights are torch.float32 but the images are torch.float64"):
+        net(torch.zeros(2, 1, 28, 28, dtype=torch.float64))

@@ -17,22 +17,33 @@ def epoch_metrics(text):
     return [re.sub(r" \| [\d.]+s$", "", line) for line in text.splitlines() if "train loss" in line]
 
 
+def tracked_changes():
+    """`git status` of the repository's tracked files (None outside a git checkout)."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                            text=True)
+    return status.stdout if status.returncode == 0 else None
+
+
 def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     out = tmp_path / "S5-out.ipynb"
+    before = tracked_changes()
     papermill.execute_notebook(
         str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False, kernel_name="python3",
-        parameters={"epochs": 2, "batch_size": 128, "data_dir": str(mnist_root),
-                    "checkpoint_dir": str(tmp_path / "ck"), "img_dir": str(tmp_path / "img")},
+        parameters={"epochs": 2, "batch_size": 128, "data_dir": str(mnist_root), "runs_dir": str(tmp_path / "runs")},
     )
+    assert tracked_changes() == before  # the README's figures and every other tracked file untouched
     text = "".join(
         "".join(output.get("text", "")) for cell in json.loads(out.read_text())["cells"]
         for output in cell.get("outputs", [])
     )
     assert "Epoch 1: train loss" in text and "Epoch 2: train loss" in text and "test" in text
     assert "593,200" in text  # the torchsummary table
+    run = tmp_path / "runs" / "exp"
+    assert f"run folder: {run}" in text
     for name in ("sample_data", "train_metrics", "misclassified", "confusion_matrix"):
-        assert (tmp_path / "img" / f"{name}.png").stat().st_size > 1000
-    assert (tmp_path / "ck" / "last.pt").exists() and (tmp_path / "ck" / "best.pt").exists()
+        assert (run / f"{name}.png").stat().st_size > 1000
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
 
     # The same seed and recipe from the shell: the same epochs, digit for digit.
     cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "--epochs", "2", "--batch-size", "128",
@@ -40,3 +51,9 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
     assert cli.returncode == 0, cli.stderr
     assert epoch_metrics(text) == epoch_metrics(cli.stdout) and len(epoch_metrics(text)) == 2
+    # ... and it can continue the notebook's run: the notebook saved what the run is made of.
+    cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run), "--epochs", "3",
+                          "--data-dir", str(mnist_root)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
+    assert cli.returncode == 0, cli.stderr
+    assert "batch_size=128" in cli.stdout and "Epoch 3: train loss" in cli.stdout

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import new_run
 
+import utils
 from model import Net
 from utils import Recipe, fit, get_recipe, load_checkpoint, new_history
 
@@ -68,34 +70,35 @@ def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
         assert torch.isfinite(value).all()
 
 
-def test_ctrl_c_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root, tmp_path):
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; kill, a scheduler
+def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root, tmp_path, stop, code):
     args = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--batch-size", "16",
             "--device", "cpu"]
     shell = dict(cwd=tmp_path, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
     proc = subprocess.Popen([*args, "--epochs", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **shell)
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "checkpoints" / "last.pt").exists():
+        while not (tmp_path / "runs" / "exp" / "last.pt").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         time.sleep(0.5)  # now inside a later epoch
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "Interrupted in epoch" in out and "resume with: python train.py --resume" in out
+    assert proc.returncode == code, err
+    assert "Interrupted in epoch" in out and "resume with: python train.py --resume runs/exp" in out
     assert "Traceback" not in err
-    history = json.loads((tmp_path / "history.json").read_text())
-    done, saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt", Net())
+    history = json.loads((tmp_path / "runs" / "exp" / "history.json").read_text())
+    done, saved = load_checkpoint(tmp_path / "runs" / "exp" / "last.pt", Net())
     assert saved["epoch"] == list(range(1, done + 1))
     # The history file may hold one epoch more, when Ctrl-C came while that epoch's checkpoint was written.
     assert history["epoch"] in (saved["epoch"], saved["epoch"] + [done + 1])
 
-    resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume", "checkpoints/last.pt"],
+    resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume", "runs/exp"],
                              capture_output=True, timeout=300, **shell)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == list(range(1, done + 2))
+    assert json.loads((tmp_path / "runs" / "exp" / "history.json").read_text())["epoch"] == list(range(1, done + 2))
 
 
 class InterruptedLoader(PoisonedLoader):
@@ -118,3 +121,17 @@ def test_interrupt_in_a_notebook_keeps_the_history_it_was_given(tmp_path, capsys
     assert history["epoch"] == [1, 2]
     assert load_checkpoint(tmp_path / "last.pt", Net())[0] == 2
     assert "Interrupted in epoch 3: history holds epochs 1-2" in capsys.readouterr().out
+
+
+def test_test_on_nan_images_raises_as_train_does():
+    torch.manual_seed(0)
+    batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(3)]
+    batches[1][0][2, 0, 5, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss became nan in batch 2; the test result is void"):
+        utils.test(Net(), "cpu", batches)
+
+
+def test_a_loader_of_numpy_arrays_is_named():
+    batches = [(np.zeros((4, 1, 28, 28), dtype=np.float32), np.zeros(4, dtype=np.int64))]
+    with pytest.raises(TypeError, match="yielded images as numpy.ndarray; a loader must yield .* torch tensors"):
+        utils.test(Net(), "cpu", batches)

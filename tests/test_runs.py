@@ -1,0 +1,152 @@
+"""What train.py makes is safe: a folder per run, outputs checked before the work, resumes that say
+what they do, and failures during training reported in one line with the run's files kept."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, write_idx
+
+from model import Net
+from utils import IDX_LABELS_MAGIC, MNIST_FILES, load_checkpoint
+
+SMALL = ["--batch-size", "128", "--device", "cpu"]
+
+
+def train(*args, cwd, limits=None):
+    """python train.py ARGS in cwd; `limits` (resource -> bytes) are applied to the process, as `ulimit`."""
+    def apply_limits():
+        for kind, value in (limits or {}).items():
+            resource.setrlimit(kind, (value, resource.RLIM_INFINITY))
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600,
+                          preexec_fn=apply_limits if limits else None)
+
+
+def one_line_error(result, text):
+    """The run failed with exit code 1, and stderr ends in one line 'error: ...' holding `text` (above it
+    only progress bars)."""
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and sum(line.startswith("error: ") for line in lines) == 1, result.stderr
+    assert lines[-1].startswith("error: ") and text in lines[-1], result.stderr
+
+
+def files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_each_run_gets_a_new_folder_and_never_replaces_an_earlier_one(mnist_root, tmp_path):
+    first = train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    kept = {p: p.read_bytes() for p in (tmp_path / "runs" / "exp").iterdir()}
+    assert sorted(p.name for p in kept) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
+    second = train("--data-dir", mnist_root, "--epochs", "1", "--lr", "0.05", *SMALL, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "run folder: runs/exp2" in second.stdout
+    assert all(path.read_bytes() == data for path, data in kept.items())
+    assert (tmp_path / "runs" / "exp2" / "best.pt").exists()
+
+
+def test_an_existing_output_file_is_refused_unless_overwrite(mnist_root, tmp_path):
+    (tmp_path / "mine.pt").write_bytes(b"a model I care about")
+    refused = train("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", *SMALL, cwd=tmp_path)
+    one_line_error(refused, "mine.pt already exists; give another path, or --overwrite to replace it")
+    assert (tmp_path / "mine.pt").read_bytes() == b"a model I care about"
+    assert files(tmp_path) == ["mine.pt", "runs"]  # no training, and no run folder left behind
+    replaced = train("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", "--overwrite",
+                     "--history", "logs/2026/h.json", *SMALL, cwd=tmp_path)  # a missing folder is made
+    assert replaced.returncode == 0, replaced.stderr
+    assert load_checkpoint(tmp_path / "mine.pt", Net())[0] == 1
+    assert json.loads((tmp_path / "logs" / "2026" / "h.json").read_text())["epoch"] == [1]
+
+
+@pytest.mark.parametrize("flag, path, message", [
+    ("--history", "notes.txt/history.json", "cannot write notes.txt/history.json: notes.txt is a file, not a folder"),
+    ("--last", "/proc/last.pt", "cannot write /proc/last.pt"),  # a folder no one may write to, root included
+    ("--plot", "metrics.jgp", "cannot save a plot as metrics.jgp: unknown file type"),
+    ("--checkpoint", ".", "is a folder; give a file name"),
+])
+def test_an_output_that_cannot_be_written_fails_before_training(mnist_root, tmp_path, flag, path, message):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    result = train("--data-dir", mnist_root, flag, path, *SMALL, cwd=tmp_path)
+    one_line_error(result, message)
+    assert "Epoch" not in result.stdout and files(tmp_path) == ["notes.txt", "runs"]
+
+
+def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root, tmp_path):
+    assert train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "exp"
+    before = (run / "last.pt").read_bytes()
+    # Files may grow to 1 MB: the 4.8 MB checkpoint cannot be written, as on a full disk.
+    result = train("--resume", run, "--epochs", "2", "--data-dir", mnist_root, cwd=tmp_path,
+                   limits={resource.RLIMIT_FSIZE: 1_000_000})
+    one_line_error(result, f"cannot write {run / 'last.pt'}: File too large; any previous file is unchanged")
+    assert "Epoch 2: train loss" in result.stdout
+    assert (run / "last.pt").read_bytes() == before and load_checkpoint(run / "last.pt", Net())[0] == 1
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]  # the history has epoch 2
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
+
+
+def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
+    # Run train.py in a process whose address space may grow by 300 MB once its modules are loaded:
+    # a batch of 512 needs more.
+    script = ("import resource, runpy, sys\n"
+              "import matplotlib.pyplot, torch, torchvision, utils, model\n"
+              "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (size + 300_000_000, resource.RLIM_INFINITY))\n"
+              f"sys.argv = ['train.py', '--data-dir', {str(mnist_root)!r}, '--batch-size', '512', '--device', 'cpu']\n"
+              f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}, timeout=600)
+    one_line_error(result, "out of memory in epoch 1 with batch size 512; lower --batch-size")
+
+
+def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_path):
+    assert train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "exp"
+    for flag, value, was in (("--lr", "0.1", "0.01"), ("--seed", "7", "1"), ("--recipe", "onecycle", "s5")):
+        result = train("--resume", run, "--epochs", "3", flag, value, "--data-dir", mnist_root, cwd=tmp_path)
+        one_line_error(result, f"{flag} {value} differs from the resumed run's {was}; a resumed run keeps its settings")
+    nothing = train("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
+    one_line_error(nothing, f"nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; pass --epochs "
+                            "above 2 to train further")
+    branch = train("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root, cwd=tmp_path)
+    one_line_error(branch, f"{run / 'last.pt'} holds this run's latest epoch; resume from it")
+    assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run
+
+
+def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):
+    assert train("--data-dir", mnist_root, "--recipe", "onecycle", "--epochs", "2", *SMALL,
+                 cwd=tmp_path).returncode == 0
+    result = train("--resume", "runs/exp", "--epochs", "4", "--data-dir", mnist_root, cwd=tmp_path)
+    one_line_error(result, "a OneCycle run cannot be extended: its learning rate was laid out over 2 epochs; "
+                           "start a new run with --epochs 4")
+    result = train("--resume", "runs/exp", "--data-dir", mnist_root, cwd=tmp_path)
+    one_line_error(result, "nothing left to train")
+
+
+def test_labels_out_of_range_are_refused_before_training(fresh_mnist_root, tmp_path):
+    labels = fresh_mnist_root / "MNIST" / "raw" / MNIST_FILES["train"][1]
+    values = torch.arange(512) % 10
+    values[17] = 255
+    write_idx(labels, values, IDX_LABELS_MAGIC)
+    result = train("--data-dir", fresh_mnist_root, *SMALL, cwd=tmp_path)
+    one_line_error(result, f"{labels} holds label 255 at index 17; MNIST labels are 0-9")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(mnist_root, tmp_path):
+    result = train("--data-dir", mnist_root, "--batch-size", "100000", "--device", "cpu", cwd=tmp_path)
+    one_line_error(result, "batch_size 100000 is larger than the 512 training images; use a smaller batch")
+
+
+def test_dry_run_ends_with_a_verdict_and_writes_nothing(mnist_root, tmp_path):
+    result = train("--data-dir", mnist_root, "--dry-run", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "dry run: data, model, one training and one test step work"
+    assert files(tmp_path) == []

@@ -1,6 +1,7 @@
 """Name the digit in your own pictures with a trained Net.
 
-    python predict.py my_seven.jpg scan.png --checkpoint runs/exp/best.pt
+    python predict.py my_seven.jpg scan.png                               # the shipped weights
+    python predict.py my_seven.jpg --checkpoint runs/exp/best.pt          # your own run's model
 
 Works on photos or scans of a digit written on paper (dark ink on a light background, any size,
 off-centre, colour or grey; 8-bit, 16-bit or float; transparent parts count as white paper) and on
@@ -16,6 +17,7 @@ import os
 import stat
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ from model import Net
 from train import device_arg
 from utils import IMAGE_SIZE, get_device, load_checkpoint, normalize
 
+# Trained by this repository (the OneCycle recipe, seed 1; the README says how and how well).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_onecycle.pt"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures (or decompression bombs) are refused
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
 INK_THRESHOLD = 0.3  # after contrast stretching, brighter than this counts as ink when cropping
@@ -175,7 +179,8 @@ def predict(model, images, device="cpu"):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Name the digit in each picture with a trained Net.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos, scans or MNIST-style images of one digit")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint from train.py or the notebook")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help="a checkpoint from train.py or the notebook (default: the shipped weights/s5_onecycle.pt)")
     p.add_argument("--device", type=device_arg, help="cpu, cuda, mps (default: the best available)")
     args = p.parse_args(argv)
 

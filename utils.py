@@ -808,6 +808,15 @@ def _read_checkpoint(path):
     return state
 
 
+def export_weights(checkpoint_path, path):
+    """Save a checkpoint's weights, epoch, history and settings, without the optimizer's state (a third
+    of the size), to path: a model to share, which load_checkpoint loads (but no run resumes from)."""
+    state = _read_checkpoint(checkpoint_path)
+    buffer = io.BytesIO()
+    torch.save({**state, "optimizer": None, "scheduler": None, "kinds": []}, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
 def checkpoint_config(path):
     """The `config` dict saved with the checkpoint at path (see save_checkpoint), or None."""
     return _read_checkpoint(path).get("config")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import png_claiming
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from model import Net
+from predict import DEFAULT_CHECKPOINT
 from utils import get_mnist_datasets, load_checkpoint, new_history, normalize, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,18 @@ def test_predict_prints_a_line_per_image_and_survives_bad_ones(tmp_path):
     assert all(line.startswith("error: ") and "cannot read a picture" in line for line in errors)
 
 
+def test_predict_and_the_app_use_the_shipped_weights_by_default(tmp_path):
+    seven = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(seven).line([(75, 60), (225, 60), (135, 255)], fill=0, width=22)
+    seven.save(tmp_path / "seven.png")
+    result = run("predict.py", tmp_path / "seven.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tmp_path / 'seven.png'}: 7  (7 ")
+    result = run("app.py", "--checkpoint", tmp_path / "none.pt")
+    assert result.returncode == 1 and result.stderr.strip() == (f"error: checkpoint {tmp_path / 'none.pt'} does not "
+                                                                "exist; check the path or train first")
+
+
 def test_predict_refuses_a_diverged_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = Net()
@@ -120,10 +133,7 @@ def test_predict_with_a_missing_checkpoint(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
 def test_predict_reads_digits_photographed_on_paper(tmp_path):
-    """Train one epoch on real MNIST, then read test digits redrawn as dark ink on light paper."""
-    data_dir = Path(os.environ["MNIST_DATA_DIR"]).resolve()
-    result = run("train.py", "--epochs", "1", "--device", "cpu", "--data-dir", data_dir, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    """The shipped model reads test digits redrawn as dark ink on light paper as it reads the originals."""
     _, test_set = get_mnist_datasets(download=False)
     paths, labels = [], []
     for i in range(20):
@@ -133,14 +143,13 @@ def test_predict_reads_digits_photographed_on_paper(tmp_path):
         paths.append(tmp_path / f"photo{i}.jpg")
         paper.save(paths[-1], quality=90)
         labels.append(int(test_set.targets[i]))
-    checkpoint = tmp_path / "runs" / "exp" / "best.pt"
-    result = run("predict.py", *paths, "--checkpoint", checkpoint)
+    result = run("predict.py", *paths)  # the shipped weights
     assert result.returncode == 0, result.stderr
     predicted = [int(line.split(": ")[1].split()[0]) for line in result.stdout.strip().splitlines()]
     # What the same model says of the original 28x28 images: preprocessing should change little.
     model = Net()
-    load_checkpoint(checkpoint, model)
+    load_checkpoint(DEFAULT_CHECKPOINT, model)
     with torch.no_grad():
         direct = model(normalize(test_set.data[:20, None].float() / 255)).argmax(dim=1).tolist()
-    assert sum(p == d for p, d in zip(predicted, direct, strict=True)) >= 18, (predicted, direct)
-    assert sum(p == t for p, t in zip(predicted, labels, strict=True)) >= 15, (predicted, labels)
+    assert sum(p == d for p, d in zip(predicted, direct, strict=True)) >= 19, (predicted, direct)
+    assert sum(p == t for p, t in zip(predicted, labels, strict=True)) >= 19, (predicted, labels)

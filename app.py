@@ -1,0 +1,95 @@
+"""Draw a digit and watch the Net read it: a Gradio page over a trained checkpoint.
+
+    python app.py                                   # http://127.0.0.1:7860, with the shipped weights
+    python app.py --checkpoint runs/exp/best.pt     # your own run's model
+    GRADIO_SERVER_PORT=8000 GRADIO_SERVER_NAME=0.0.0.0 python app.py
+
+Draw on the sketchpad or upload a photo or scan of one digit: the page shows the model's top 3 digits
+and the 28x28 picture it actually sees. A drawing goes through the same preprocessing as predict.py
+(predict.preprocess). The upload's handler is also the API endpoint /predict (gradio_client).
+"""
+
+import argparse
+import sys
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from model import Net
+from predict import DEFAULT_CHECKPOINT, NoDigitError, predict, preprocess, to_grey
+from utils import MNIST_MEAN, MNIST_STD, load_checkpoint
+
+NO_DIGIT = "no digit found"
+CANVAS = 280  # pixels; the brush is sized so that a digit drawn across it has MNIST's stroke width
+BRUSH = 18
+PREVIEW_SCALE = 8  # the 28x28 picture shown as 224x224, each pixel a square
+
+
+def read_picture(model, picture):
+    """(what gr.Label shows, the 28x28 picture the model saw) for a PIL picture; (None, None) for none.
+
+    The label is {digit: probability} for the top 3, or NO_DIGIT when the picture holds no digit."""
+    if picture is None:
+        return None, None
+    try:
+        image = preprocess(to_grey(picture))
+    except NoDigitError:
+        return NO_DIGIT, None
+    probs = predict(model, image)[0]
+    seen = (image[0, 0] * MNIST_STD + MNIST_MEAN).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    preview = Image.fromarray(seen).resize((28 * PREVIEW_SCALE,) * 2, Image.NEAREST)
+    return {str(digit): float(p) for digit, p in enumerate(probs.tolist())}, preview
+
+
+def read_sketch(model, sketch):
+    """read_picture for the sketchpad's value: its composite (RGBA; transparent where nothing is drawn).
+    A cleared or untouched sketchpad clears the answer."""
+    composite = (sketch or {}).get("composite")
+    if composite is None or not np.asarray(composite.convert("RGBA"))[..., 3].any():
+        return None, None
+    return read_picture(model, composite)
+
+
+def build_app(model):
+    """The page: a sketchpad and an upload on the left, the answer and what the model sees on the right."""
+    with gr.Blocks(title="Draw a digit: the S5 Net reads it") as app:
+        gr.Markdown("## Draw a digit\nPick the brush (✎, left of the sketchpad) and draw one digit with the mouse, "
+                    "or upload a photo of one: the network answers after every stroke, and shows the 28×28 picture "
+                    "it sees after preprocessing.")
+        with gr.Row():
+            with gr.Column():
+                with gr.Tab("Draw"):
+                    sketch = gr.Sketchpad(label="sketchpad", type="pil", format="png", canvas_size=(CANVAS, CANVAS),
+                                          fixed_canvas=True, layers=False, transforms=(),
+                                          brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
+                                          elem_id="sketchpad")
+                with gr.Tab("Upload"):
+                    upload = gr.Image(label="a photo or scan of one digit", type="pil", sources=["upload", "clipboard"],
+                                      elem_id="upload")
+            with gr.Column():
+                answer = gr.Label(num_top_classes=3, label="what the model reads", elem_id="answer")
+                seen = gr.Image(label="what the model sees (28×28)", interactive=False, elem_id="seen")
+        sketch.change(lambda value: read_sketch(model, value), sketch, [answer, seen], api_name=False,
+                      trigger_mode="always_last", show_progress="hidden")
+        upload.change(lambda picture: read_picture(model, picture)[0], upload, answer, api_name="predict")
+        upload.change(lambda picture: read_picture(model, picture)[1], upload, seen, api_name=False)
+    return app
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="A page to draw a digit on and watch the Net read it.")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help=f"a checkpoint from train.py or the notebook (default: {DEFAULT_CHECKPOINT})")
+    args = p.parse_args(argv)
+    model = Net()
+    try:
+        load_checkpoint(args.checkpoint, model)
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    build_app(model).launch()  # GRADIO_SERVER_PORT and GRADIO_SERVER_NAME pick the address
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""app.py as a learner uses it: the handlers on sketchpad-shaped input, the page's API through
+gradio_client, and a real headless Chromium drawing a digit with the mouse."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image, ImageDraw
+
+import utils
+from app import NO_DIGIT, read_picture, read_sketch
+from model import Net
+from predict import DEFAULT_CHECKPOINT
+from utils import get_data_loaders, load_checkpoint
+
+SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]  # as fractions of the canvas
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = Net()
+    load_checkpoint(DEFAULT_CHECKPOINT, model)
+    return model
+
+
+def sketch(points, background=(0, 0, 0, 0), size=280, width=18):
+    """What gr.Sketchpad(type="pil") hands the handler: black strokes on `background` (transparent, as
+    where nothing is drawn, or opaque white)."""
+    composite = Image.new("RGBA", (size, size), background)
+    if points:
+        ImageDraw.Draw(composite).line([(x * size, y * size) for x, y in points], fill=(0, 0, 0, 255), width=width,
+                                       joint="curve")
+    return {"background": None, "layers": [composite], "composite": composite}
+
+
+def test_a_drawn_seven_is_read_as_seven_whatever_the_background(model):
+    transparent, preview = read_sketch(model, sketch(SEVEN))
+    opaque, _ = read_sketch(model, sketch(SEVEN, background=(255, 255, 255, 255)))
+    assert max(transparent, key=transparent.get) == "7" and transparent == pytest.approx(opaque)
+    assert sum(transparent.values()) == pytest.approx(1, abs=1e-4)
+    assert preview.size == (224, 224)
+    seen = np.asarray(preview)
+    assert seen[:16].max() == 0 and seen.max() == 255  # white ink on black, a margin above the digit
+
+
+@pytest.mark.parametrize("value", [None, {"background": None, "layers": [], "composite": None}, sketch([])])
+def test_an_empty_or_cleared_sketchpad_clears_the_answer(model, value):
+    assert read_sketch(model, value) == (None, None)
+
+
+@pytest.mark.parametrize("picture", [sketch([], background=(255, 255, 255, 255)),  # white, nothing drawn
+                                     sketch([(0.5, 0.5), (0.5, 0.5)], width=60)])  # a blot
+def test_a_sketch_with_no_digit_says_so(model, picture):
+    assert read_sketch(model, picture) == (NO_DIGIT, None)
+
+
+def test_read_picture_takes_an_upload(model):
+    photo = Image.new("RGB", (640, 480), (235, 230, 220))
+    ImageDraw.Draw(photo).line([(250 + 160 * x, 80 + 320 * y) for x, y in SEVEN], fill=(20, 30, 90), width=24)
+    label, preview = read_picture(model, photo)
+    assert max(label, key=label.get) == "7" and preview is not None
+    assert read_picture(model, None) == (None, None)
+
+
+def test_the_shipped_weights_are_small_and_load_safely():
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 3_000_000
+    state = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    assert state["config"]["recipe"] == "onecycle" and state["config"]["seed"] == 1
+
+
+@pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
+def test_the_shipped_weights_reach_99_4_percent_on_the_real_test_set(model):
+    _, test_loader = get_data_loaders(1000, device="cpu")
+    _, accuracy = utils.test(model, "cpu", test_loader)
+    assert accuracy >= 99.4
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py` on a free local port, as a learner starts it; yields its URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_api_endpoint_answers_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    photo = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(photo).line([(300 * x, 300 * y) for x, y in SEVEN], fill=0, width=22)
+    photo.save(tmp_path / "seven.png")
+    Image.new("L", (300, 300), 255).save(tmp_path / "blank.png")
+    client = Client(server, verbose=False)
+    result = client.predict(handle_file(str(tmp_path / "seven.png")), api_name="/predict")
+    assert result["label"] == "7" and len(result["confidences"]) == 3
+    assert result["confidences"][0]["label"] == "7" and result["confidences"][0]["confidence"] > 0.5
+    assert client.predict(handle_file(str(tmp_path / "blank.png")), api_name="/predict")["label"] == NO_DIGIT
+
+
+def chromium():
+    return next((path for path in (shutil.which(name) for name in ("chromium", "chromium-browser")) if path), None)
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium here: apt-get install chromium (.ci/run does)")
+def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(server)
+            canvas = page.locator("#sketchpad canvas").first
+            canvas.wait_for()
+            page.get_by_label("Brush", exact=True).click()
+            box = canvas.bounding_box()  # the drawing square, 280 px, sits in the middle of it
+            left, top = box["x"] + box["width"] / 2 - 140, box["y"] + box["height"] / 2 - 140
+            points = [(left + 280 * x, top + 280 * y) for x, y in SEVEN]
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for (ax, ay), (bx, by) in zip(points, points[1:], strict=False):
+                for step in range(1, 16):
+                    page.mouse.move(ax + (bx - ax) * step / 15, ay + (by - ay) * step / 15)
+            page.mouse.up()
+            answer = page.locator("#answer")
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
+            expect(page.locator("#seen img")).to_be_visible()
+            if os.environ.get("APP_SCREENSHOT"):  # how img/app.png is made
+                page.screenshot(path=os.environ["APP_SCREENSHOT"], clip={"x": 100, "y": 0, "width": 1000,
+                                                                          "height": 600})
+            page.get_by_label("Clear canvas").click()
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
+        finally:
+            browser.close()

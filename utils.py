@@ -834,6 +834,9 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     if "epoch" not in state:
         return 0, new_history()
     asked = [type(x).__name__ for x in (optimizer, scheduler) if x is not None]
+    if asked and state.get("kinds") == []:
+        raise ValueError(f"{path} holds weights without an optimizer's state (export_weights): no run resumes "
+                         "from it; start a new run, or load it into a model alone")
     if "kinds" in state and any(kind not in state["kinds"] for kind in asked):
         raise ValueError(f"{path} was saved by a run with {' and '.join(state['kinds']) or 'no optimizer'}, not "
                          f"{' and '.join(asked)}; resume with the recipe that made it")

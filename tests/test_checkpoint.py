@@ -10,7 +10,15 @@ import torch.nn as nn
 from conftest import ROOT, new_run
 
 from model import Net
-from utils import get_recipe, load_checkpoint, make_optimizer, make_scheduler, new_history, save_checkpoint
+from utils import (
+    export_weights,
+    get_recipe,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    new_history,
+    save_checkpoint,
+)
 
 
 def test_round_trip_restores_everything(tmp_path):
@@ -145,3 +153,18 @@ def test_resuming_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(ValueError, match="saved by a run with SGD and StepLR, not Adam and OneCycleLR"):
         load_checkpoint(tmp_path / "run.pt", other, other_opt, make_scheduler(other_opt, recipe, 10))
     assert load_checkpoint(tmp_path / "run.pt", Net())[0] == 1  # the weights alone still load
+
+
+def test_exported_weights_load_alone_but_resume_nothing(tmp_path):
+    model, optimizer, scheduler = new_run(0)
+    model(torch.randn(2, 1, 28, 28)).sum().backward()
+    optimizer.step()  # SGD's momentum: as much state as the weights themselves
+    save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 5, new_history(), {"seed": 0})
+    export_weights(tmp_path / "last.pt", tmp_path / "weights.pt")
+    assert (tmp_path / "weights.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 1.5
+    other = Net()
+    assert load_checkpoint(tmp_path / "weights.pt", other)[0] == 5
+    assert torch.equal(other.fc1.weight, model.fc1.weight)
+    _, other_opt, other_sched = new_run(1)
+    with pytest.raises(ValueError, match="holds weights without an optimizer's state .*no run resumes from it"):
+        load_checkpoint(tmp_path / "weights.pt", Net(), other_opt, other_sched)

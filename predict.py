@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from model import Net
-from train import device_arg
-from utils import IMAGE_SIZE, get_device, load_checkpoint, normalize
+from utils import IMAGE_SIZE, device_arg, get_device, load_checkpoint, normalize
 
 # Trained by this repository (the OneCycle recipe, seed 1; the README says how and how well).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_onecycle.pt"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from cpu_memory import keep_freed_memory
 from model import Net
 from utils import (
     ORIGINAL_STEP,
@@ -28,6 +29,7 @@ from utils import (
     check_output,
     check_plot_path,
     checkpoint_config,
+    device_arg,
     fit,
     get_data_loaders,
     get_device,
@@ -38,7 +40,6 @@ from utils import (
     make_scheduler,
     new_history,
     plot_train_metrics,
-    resolve_device,
     run_config,
     save_history,
     set_seed,
@@ -58,13 +59,6 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return parse
-
-
-def device_arg(text):
-    try:
-        return resolve_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv=None):
@@ -198,6 +192,8 @@ def main(argv=None):
     if paths and run_dir:
         print(f"run folder: {run_dir}")
 
+    if device.type == "cpu" and config["pipeline"] == "fast":
+        keep_freed_memory()  # glibc keeps freed memory for reuse: CPU steps 1.4-1.7x faster (cpu_memory.py)
     model = Net().to(device)
     optimizer = make_optimizer(model, recipe)
     if args.dry_run:

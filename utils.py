@@ -1,14 +1,12 @@
 """Data, training, checkpoint and plotting helpers for the S5 MNIST notebook.
 
-Plain functions: each takes what it needs and returns values; no module-level state. (One process-wide
-setting: on Linux, train/test make the C allocator keep freed memory, see keep_freed_memory.)
+Plain functions: each takes what it needs and returns values; no module-level state.
 """
 
+import argparse
 import contextlib
-import ctypes
 import dataclasses
 import errno
-import functools
 import glob
 import io
 import itertools
@@ -151,6 +149,14 @@ def resolve_device(device=None):
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device} asked for, but MPS is not available here; use cpu")
     return device
+
+
+def device_arg(text):
+    """resolve_device for argparse (`type=device_arg`): a device that exists here, or a usage error."""
+    try:
+        return resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def set_seed(seed):
@@ -413,59 +419,6 @@ def autocast_dtype(device):
     return None
 
 
-@functools.cache
-def keep_freed_memory():
-    """Make glibc keep freed memory for reuse instead of returning it to the OS, in 2 MB pages.
-
-    By default glibc serves each large tensor (the activations here are tens of MB) with a fresh mmap and
-    unmaps it when freed, so every training step faults all of its memory in again, page by page; with
-    this, a CPU training step of the Net runs about 1.7x faster. The process then keeps its peak memory.
-    It also has the kernel back the heap with 2 MB pages instead of 4 KB ones (transparent huge pages,
-    where the kernel offers them), the part grown before this call included: fewer TLB misses, about 5%
-    faster again.
-    Does nothing where the C library is not glibc. Runs once per process; later calls return the first
-    call's result.
-    """
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters, from glibc's malloc.h
-        # mmap nothing, so that all tensors come from the heap; never give the heap's top back (-1).
-        if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1)):
-            return False
-    except (OSError, AttributeError):
-        return False
-    _back_heap_with_huge_pages(libc)
-    return True
-
-
-def _back_heap_with_huge_pages(libc, size=2**31):
-    """Back glibc's heap with 2 MB pages: hand its free pages back to the kernel (code run before, such
-    as the original S5 pipeline, may have grown it in 4 KB pages), grow it by `size` bytes of address
-    space, mark all of it MADV_HUGEPAGE and free the new part. Later allocations are carved from it,
-    and only the pages they touch take memory."""
-    madv_hugepage, huge = 14, 2**21  # from linux/mman.h; the huge page size of x86-64
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.malloc_trim(0)
-    block = libc.malloc(size)
-    if not block:
-        return
-    start = min(_heap_start(), block)
-    start, end = -(-start // huge) * huge, (block + size) // huge * huge
-    libc.madvise(start, end - start, madv_hugepage)  # fails harmlessly where THP is compiled out
-    libc.free(block)
-
-
-def _heap_start():
-    """Where the process's heap (glibc's main arena) begins, from /proc/self/maps."""
-    with open("/proc/self/maps") as maps:
-        return min((int(line.split("-", 1)[0], 16) for line in maps if line.rstrip().endswith("[heap]")),
-                   default=2**64)
-
-
 def _autocast(precision, device):
     """The autocast context for `precision` ("auto", "bf16", "fp32") on `device`; reusable across batches."""
     if precision not in PRECISIONS:
@@ -474,13 +427,11 @@ def _autocast(precision, device):
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-# The original S5 training step: fp32, NCHW, the C library's default allocator. Pass as **ORIGINAL_STEP.
-ORIGINAL_STEP = {"precision": "fp32", "channels_last": False, "reuse_memory": False}
+# The original S5 training step: fp32, NCHW. Pass as **ORIGINAL_STEP.
+ORIGINAL_STEP = {"precision": "fp32", "channels_last": False}
 
 
-def _prepare(model, device, channels_last, reuse_memory):
-    if reuse_memory and torch.device(device).type == "cpu":
-        keep_freed_memory()
+def _prepare(model, channels_last):
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
@@ -497,17 +448,18 @@ def _to_device(data, target, device, channels_last):
 
 
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
-          precision="auto", channels_last=True, reuse_memory=True, log_every=10):
+          precision="auto", channels_last=True, log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
 
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
     batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
-    autocast_dtype), channels_last, freed memory kept for reuse on the CPU (keep_freed_memory), loss in
-    fp32; **ORIGINAL_STEP turns these off. Raises FloatingPointError naming the epoch and batch when the
-    loss stops being finite (checked every `log_every` batches, one device sync each).
+    autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off. Raises
+    FloatingPointError naming the epoch and batch when the loss stops being finite (checked every
+    `log_every` batches, one device sync each). On a CPU, cpu_memory.keep_freed_memory() makes every
+    step faster; it changes the whole process, so it is yours to call.
     """
     model.train()
-    _prepare(model, device, channels_last, reuse_memory)
+    _prepare(model, channels_last)
     amp = _autocast(precision, device)
     bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
     loss_sum = torch.zeros((), device=device)
@@ -554,15 +506,14 @@ def _check_finite(losses, last_batch, epoch, outcome):
 
 
 @torch.no_grad()
-def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True,
-         reuse_memory=True):
+def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True):
     """Evaluate; return (mean loss per sample, accuracy %) over the whole loader, as Python floats.
 
     Eval mode and no gradients. `criterion` must average over its batch (as F.nll_loss does); the batch
     means are weighted by batch size so the result is the exact per-sample mean over the set.
     """
     model.eval()
-    _prepare(model, device, channels_last, reuse_memory)
+    _prepare(model, channels_last)
     amp = _autocast(precision, device)
     loss_sum = torch.zeros((), device=device)
     losses = []  # per batch, checked at the end: a NaN model or batch raises, as in train
@@ -612,7 +563,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
     (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
-    once per epoch. `step_options` (precision, channels_last, reuse_memory) go to train and test.
+    once per epoch. `step_options` (precision, channels_last) go to train and test.
     """
     history = new_history() if history is None else history
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
@@ -893,18 +844,27 @@ def plot_sample_data(loader, n=12, save_path=None):
 
 
 def plot_train_metrics(history, save_path=None):
-    """The 2x2 grid: train loss, train accuracy, test loss, test accuracy per epoch; returns the Figure."""
+    """The 2x2 grid: train loss, train accuracy, test loss, test accuracy per epoch, with a dotted line
+    where a step schedule (StepLR) cut the learning rate; returns the Figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    epochs = history["epoch"]
+    epochs, lrs = history["epoch"], history["lr"]
+    # Epochs that start with a rate at most half the one before: a step down (OneCycle's glide is not).
+    drops = [epoch for epoch, before, now in zip(epochs[1:], lrs, lrs[1:], strict=False) if now <= before / 2]
     panels = (("train_loss", "Training loss"), ("train_acc", "Training accuracy (%)"),
               ("test_loss", "Test loss"), ("test_acc", "Test accuracy (%)"))
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         ax.plot(epochs, history[key], marker="o", markersize=3)
+        for i, epoch in enumerate(drops):
+            ax.axvline(epoch - 0.5, color="grey", linestyle=":", label=None if i else "learning rate cut")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    if drops:
+        axes[0, 0].legend()
     fig.tight_layout()
     return _save(fig, save_path)
 
@@ -942,23 +902,22 @@ def plot_misclassified(images, targets, probs, n=24, save_path=None):
     wrong = wrong[confidence[wrong].argsort(descending=True)][:n]
     cols = 8
     rows = max(1, math.ceil(len(wrong) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.2 * rows + 0.4), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
         ax.imshow(images[i, 0] * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"true {int(targets[i])} pred {int(predicted[i])}\n{100 * confidence[i]:.0f}%", fontsize=9)
     fig.suptitle(f"{len(wrong)} most confident of {int((probs.argmax(1) != targets).sum())} misclassified")
-    fig.tight_layout()
     return _save(fig, save_path)
 
 
 def plot_confusion_matrix(matrix, save_path=None):
-    """The confusion matrix (counts) beside per-class accuracy; returns the Figure."""
+    """The confusion matrix (counts) beside each digit's error rate (an axis from 0); returns the Figure."""
     import matplotlib.pyplot as plt
 
     matrix = matrix.cpu()
-    per_class = 100 * matrix.diag().float() / matrix.sum(dim=1).clamp(min=1).float()
+    errors = 100 - 100 * matrix.diag().float() / matrix.sum(dim=1).clamp(min=1).float()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
     off_diagonal = matrix - torch.diag(matrix.diag())
     left.imshow(off_diagonal, cmap="Reds")
@@ -968,10 +927,68 @@ def plot_confusion_matrix(matrix, save_path=None):
                       color="black" if t != p else "tab:blue")
     left.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: mistakes only)",
              xticks=range(10), yticks=range(10))
-    right.bar(range(len(per_class)), per_class.tolist(), color="tab:blue")
-    right.set(xlabel="digit", ylabel="accuracy (%)", title="Per-class test accuracy", xticks=range(10),
-              ylim=(max(0.0, float(per_class.min()) - 2), 100))
-    for digit, acc in enumerate(per_class.tolist()):
-        right.text(digit, acc, f"{acc:.1f}", ha="center", va="bottom", fontsize=8)
+    right.bar(range(len(errors)), errors.tolist(), color="tab:red")
+    right.set(xlabel="digit", ylabel="test images misclassified (%)", title="Error rate per digit", xticks=range(10),
+              ylim=(0, max(1.0, float(errors.max()) * 1.15)))
+    for digit, error in enumerate(errors.tolist()):
+        right.text(digit, error, f"{error:.2f}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     return _save(fig, save_path)
+
+
+# ----------------------------------------------------------------------------- what the network learned
+
+
+def plot_conv_filters(conv, save_path=None):
+    """The 3x3 kernels of a one-input-channel convolution (conv1) as small images, each scaled to its own
+    range (light: weights that respond to ink); returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    kernels = conv.weight.detach().float().cpu()[:, 0]
+    cols = 8
+    rows = math.ceil(len(kernels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.4), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, kernel) in enumerate(zip(axes.flat, kernels, strict=False)):
+        ax.imshow(kernel, cmap="gray")
+        ax.set_title(i, fontsize=8)
+    fig.suptitle(f"{len(kernels)} filters of {kernels.shape[-2]}x{kernels.shape[-1]} pixels")
+    return _save(fig, save_path)
+
+
+@torch.no_grad()
+def feature_maps(model, image, layers=("conv1", "conv2", "conv3", "conv4")):
+    """{layer: its output for one image, after the ReLU, [channels, H, W]}, caught with forward hooks as
+    the model runs. `image`: [1, 28, 28] or [1, 1, 28, 28], normalised."""
+    model.eval()
+    maps = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda module, inputs, output, name=name: maps.__setitem__(name, F.relu(output)[0].float().cpu()))
+        for name in layers]
+    try:
+        model(image.reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps
+
+
+def plot_feature_maps(maps, image, per_layer=8, save_path=None):
+    """One row per layer: the input digit, then the `per_layer` most active channels of each layer in
+    `maps` (from feature_maps), each titled with its size; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(maps), per_layer + 1, figsize=(1.3 * (per_layer + 1), 1.45 * len(maps)),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (name, output) in zip(axes, maps.items(), strict=True):
+        row[0].imshow(image.reshape(IMAGE_SIZE, IMAGE_SIZE).cpu() * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title("input", fontsize=8)
+        strongest = output.flatten(1).mean(1).argsort(descending=True)[:per_layer]
+        for ax, channel in zip(row[1:], strongest.tolist(), strict=False):
+            ax.imshow(output[channel], cmap="magma")
+            ax.set_title(f"{name} #{channel}\n{output.shape[1]}x{output.shape[2]}", fontsize=7)
+    return _save(fig, save_path)
+

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpu_memory import keep_freed_memory  # noqa: E402
 from model import Net  # noqa: E402
 from utils import (  # noqa: E402
     OPTIMIZERS,
@@ -41,6 +42,8 @@ def main():
     p.add_argument("--data-dir")
     args = p.parse_args()
     device = get_device()
+    if device.type == "cpu":
+        keep_freed_memory()  # CPU steps 1.4-1.7x faster (cpu_memory.py)
     train_set, _ = get_mnist_datasets(args.data_dir, download=False)
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(1234))
     val_idx, train_idx = order[:args.validation], order[args.validation:]
@@ -49,7 +52,8 @@ def main():
                                                                      args.batch_size):
         recipe = get_recipe("onecycle", epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer_name)
         set_seed(args.seed)
-        train_loader = DeviceLoader(images[train_idx], labels[train_idx], batch_size, device, True, True, args.seed)
+        train_loader = DeviceLoader(images[train_idx], labels[train_idx], batch_size, device, shuffle=True,
+                                    augment=True, seed=args.seed)
         val_loader = DeviceLoader(images[val_idx], labels[val_idx], 1024, device)
         model = Net().to(device)
         optimizer = make_optimizer(model, recipe)

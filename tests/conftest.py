@@ -13,7 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Net  # noqa: E402
-from utils import get_recipe, make_optimizer, make_scheduler  # noqa: E402
+from utils import (  # noqa: E402
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    MNIST_FILES,
+    get_recipe,
+    make_optimizer,
+    make_scheduler,
+)
 
 N_TRAIN, N_TEST = 512, 128
 
@@ -57,13 +64,10 @@ def synthetic_digits(n, seed):
 def make_mnist_root(root, n_train=N_TRAIN, n_test=N_TEST):
     raw = Path(root) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for (img_name, lbl_name), n, seed in (
-        (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), n_train, 0),
-        (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), n_test, 1),
-    ):
+    for (img_name, lbl_name), n, seed in ((MNIST_FILES["train"], n_train, 0), (MNIST_FILES["test"], n_test, 1)):
         images, labels = synthetic_digits(n, seed)
-        write_idx(raw / img_name, images, 2051)
-        write_idx(raw / lbl_name, labels, 2049)
+        write_idx(raw / img_name, images, IDX_IMAGES_MAGIC)
+        write_idx(raw / lbl_name, labels, IDX_LABELS_MAGIC)
     return Path(root)
 
 

@@ -4,18 +4,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_claiming
+from conftest import ROOT, png_claiming
 from PIL import Image, ImageDraw
 
 from model import Net
 from predict import DEFAULT_CHECKPOINT
 from utils import get_mnist_datasets, load_checkpoint, new_history, normalize, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(script, *args, cwd=None):

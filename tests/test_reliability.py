@@ -6,18 +6,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import new_run
+from conftest import ROOT, new_run
 
 import utils
 from model import Net
 from utils import Recipe, fit, get_recipe, load_checkpoint, new_history
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("epochs", -3), ("batch_size", 0), ("lr", 0.0),

@@ -94,12 +94,12 @@ def test_bad_precision_is_refused():
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE_PAGES_AFTER_KEEP_FREED_MEMORY = """
-import re, torch, utils
+import re, torch, cpu_memory
 def huge_kb():
     return int(re.search(r"AnonHugePages:\\s+(\\d+)", open("/proc/self/smaps_rollup").read()).group(1))
 GROW_HEAP
 before = huge_kb()
-kept = utils.keep_freed_memory()
+kept = cpu_memory.keep_freed_memory()
 x = torch.ones(32 * 2**20, dtype=torch.uint8)
 print(kept, before, huge_kb())
 """

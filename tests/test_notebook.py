@@ -5,11 +5,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import papermill
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from tidy_notebook import WIDGET  # noqa: E402
 
 
 def epoch_metrics(text):
@@ -34,13 +35,16 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     assert tracked_changes() == before  # the README's figures and every other tracked file untouched
     outputs = [output for cell in json.loads(out.read_text())["cells"] for output in cell.get("outputs", [])]
     text = "".join("".join(output.get("text", "")) for output in outputs)
-    # The four figures show in the notebook itself, even where MPLBACKEND=Agg is set (as in CI).
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 4
+    # The six figures show in the notebook itself, even where MPLBACKEND=Agg is set (as in CI).
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 6
+    step = re.search(r"loss on this batch: ([\d.]+) before the step, ([\d.]+) after", text)
+    before, after = map(float, step.groups())
+    assert after < before  # the five steps, written out, lower the loss on their batch
     assert "Epoch 1: train loss" in text and "Epoch 2: train loss" in text and "test" in text
     assert "593,200" in text  # the torchsummary table
     run = tmp_path / "runs" / "exp"
     assert f"run folder: {run}" in text
-    for name in ("sample_data", "train_metrics", "misclassified", "confusion_matrix"):
+    for name in ("sample_data", "train_metrics", "misclassified", "confusion_matrix", "feature_maps"):
         assert (run / f"{name}.png").stat().st_size > 1000
     assert (run / "last.pt").exists() and (run / "best.pt").exists()
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
@@ -57,3 +61,15 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
     assert cli.returncode == 0, cli.stderr
     assert "batch_size=128" in cli.stdout and "Epoch 3: train loss" in cli.stdout
+
+
+def test_the_committed_notebook_holds_a_whole_tidy_run():
+    notebook = json.loads((ROOT / "S5.ipynb").read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert [cell["execution_count"] for cell in code] == list(range(1, len(code) + 1))  # top to bottom, once
+    outputs = [output for cell in code for output in cell["outputs"]]
+    assert not any(WIDGET in output.get("data", {}) for output in outputs)  # no frozen progress bars
+    assert "papermill" not in notebook["metadata"] and not any("execution" in cell["metadata"] for cell in code)
+    text = json.dumps(outputs)
+    assert not re.search(r"/(work|home|tmp|Users|root)/", text)  # no machine's paths
+    assert "best test accuracy" in text and "Epoch 20: train loss" in text

@@ -21,7 +21,6 @@ import torch
 from cpu_memory import keep_freed_memory
 from model import Net
 from utils import (
-    ORIGINAL_STEP,
     PIPELINES,
     PRECISIONS,
     RECIPES,
@@ -46,9 +45,9 @@ from utils import (
 )
 
 # The flags that make a run (utils.run_config): saved in its checkpoints, so that --resume continues it.
-RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma")
-RUN_FLAGS = ("recipe", "seed", "pipeline", "precision")
-DEFAULTS = {"recipe": "s5", "seed": 1, "pipeline": "fast", "precision": None}
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "precision")
+RUN_FLAGS = ("recipe", "seed", "pipeline")
+DEFAULTS = {"recipe": "s5", "seed": 1, "pipeline": "fast"}
 OUTPUTS = {"checkpoint": "best.pt", "last": "last.pt", "history": "history.json", "plot": "train_metrics.png"}
 
 
@@ -98,9 +97,8 @@ def parse_args(argv=None):
 def new_config(args):
     """The run's recipe and settings from the flags (a new run)."""
     run = {key: DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in RUN_FLAGS}
-    recipe = get_recipe(run["recipe"], **{key: getattr(args, key) for key in RECIPE_FLAGS})
-    return run_config(recipe, name=run["recipe"], seed=run["seed"], pipeline=run["pipeline"],
-                      precision=run["precision"])
+    recipe = get_recipe(run["recipe"], run["pipeline"], **{key: getattr(args, key) for key in RECIPE_FLAGS})
+    return run_config(recipe, name=run["recipe"], seed=run["seed"], pipeline=run["pipeline"])
 
 
 def resumed_config(args, path, saved, done):
@@ -205,14 +203,12 @@ def main(argv=None):
         start_epoch = done + 1
         print(f"resumed from {resume_from} after epoch {done}")
 
-    step = dict(ORIGINAL_STEP) if config["pipeline"] == "s5" else {}  # the original S5 training step too
-    if config["precision"]:
-        step["precision"] = config["precision"]
     last, best = (paths["last"], paths["checkpoint"]) if paths else (None, None)
     code, error = 0, None
     try:
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
-            start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config, **step)
+            start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
+            precision=recipe.precision, channels_last=recipe.channels_last)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

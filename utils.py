@@ -75,8 +75,10 @@ test_transforms = transforms.Compose([
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Training hyperparameters. `optimizer` is "sgd" (with `momentum`) or "adam". `schedule` is "step"
-    (StepLR, stepped per epoch) or "onecycle" (OneCycleLR, stepped per batch; `lr` is its peak)."""
+    """How a run trains: everything but where (device, data). `optimizer` is "sgd" (with `momentum`) or
+    "adam". `schedule` is "step" (StepLR, stepped per epoch) or "onecycle" (OneCycleLR, stepped per batch;
+    `lr` is its peak). `precision` ("auto": bf16 where the hardware does it natively) and `channels_last`
+    are the training step's: the original S5 step is fp32 and NCHW (get_recipe(..., pipeline="s5"))."""
 
     epochs: int = 20
     batch_size: int = 512
@@ -86,6 +88,8 @@ class Recipe:
     gamma: float = 0.1
     schedule: str = "step"
     optimizer: str = "sgd"
+    precision: str = "auto"
+    channels_last: bool = True
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "step_size"):
@@ -102,6 +106,10 @@ class Recipe:
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be {_one_of(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be {_one_of(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
 
 
 # "s5": the course's recipe. "onecycle": 8 epochs of Adam under OneCycleLR, tuned on a validation split
@@ -112,18 +120,25 @@ RECIPES = {
 }
 
 
-def get_recipe(name="s5", **overrides):
-    """The named recipe with any non-None overrides applied (validated)."""
+# The original S5 training step, which the original pipeline's recipes take: fp32, NCHW.
+ORIGINAL_STEP = {"precision": "fp32", "channels_last": False}
+
+
+def get_recipe(name="s5", pipeline="fast", **overrides):
+    """The named recipe for `pipeline` (the original "s5" pipeline trains with ORIGINAL_STEP), with any
+    non-None overrides applied (validated)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    return dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    step = ORIGINAL_STEP if pipeline == "s5" else {}
+    return dataclasses.replace(RECIPES[name], **{**step, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def run_config(recipe, *, name="s5", seed=1, pipeline="fast", precision=None):
+def run_config(recipe, *, name="s5", seed=1, pipeline="fast"):
     """What a run is made of, as plain data saved in its checkpoints, so that a resume continues it as it
-    was: the recipe's name and values, the seed, the pipeline and the precision (None: the default)."""
-    return {"recipe": name, "seed": seed, "pipeline": pipeline, "precision": precision,
-            "hyperparameters": dataclasses.asdict(recipe)}
+    was: the recipe's name and values, the seed and the pipeline."""
+    return {"recipe": name, "seed": seed, "pipeline": pipeline, "hyperparameters": dataclasses.asdict(recipe)}
 
 
 def get_device():
@@ -427,10 +442,6 @@ def _autocast(precision, device):
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-# The original S5 training step: fp32, NCHW. Pass as **ORIGINAL_STEP.
-ORIGINAL_STEP = {"precision": "fp32", "channels_last": False}
-
-
 def _prepare(model, channels_last):
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -453,7 +464,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
 
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
     batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
-    autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off. Raises
+    autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off (fp32, NCHW). Raises
     FloatingPointError naming the epoch and batch when the loss stops being finite (checked every
     `log_every` batches, one device sync each). On a CPU, cpu_memory.keep_freed_memory() makes every
     step faster; it changes the whole process, so it is yours to call.
@@ -557,13 +568,13 @@ def new_history():
 
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
-        start_epoch=1, checkpoint_path=None, best_path=None, config=None, **step_options):
+        start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
     (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
-    once per epoch. `step_options` (precision, channels_last) go to train and test.
+    once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test.
     """
     history = new_history() if history is None else history
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
@@ -575,10 +586,11 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             lr = optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
-                                          scheduler=scheduler if per_batch else None, **step_options)
+                                          scheduler=scheduler if per_batch else None, precision=precision,
+                                          channels_last=channels_last)
             if scheduler is not None and not per_batch:
                 scheduler.step()
-            test_loss, test_acc = test(model, device, test_loader, **step_options)
+            test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
             seconds = time.perf_counter() - start
             best = max(history["test_acc"], default=-1.0)
             row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)

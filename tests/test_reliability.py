@@ -132,3 +132,14 @@ def test_a_loader_of_numpy_arrays_is_named():
     batches = [(np.zeros((4, 1, 28, 28), dtype=np.float32), np.zeros(4, dtype=np.int64))]
     with pytest.raises(TypeError, match="yielded images as numpy.ndarray; a loader must yield .* torch tensors"):
         utils.test(Net(), "cpu", batches)
+
+
+def test_the_original_pipeline_trains_as_the_original_did():
+    original = get_recipe("s5", "s5")
+    assert (original.precision, original.channels_last) == ("fp32", False)
+    assert (get_recipe("s5").precision, get_recipe("s5").channels_last) == ("auto", True)
+    assert get_recipe("onecycle", "s5", precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be 'auto', 'bf16' or 'fp32', got 'fp8'"):
+        get_recipe("s5", precision="fp8")
+    with pytest.raises(ValueError, match="pipeline must be one of"):
+        get_recipe("s5", "pil")

@@ -33,6 +33,7 @@ from utils import (
     get_data_loaders,
     get_device,
     get_recipe,
+    grad_scaler,
     load_checkpoint,
     make_optimizer,
     make_run_dir,
@@ -77,7 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--pipeline", choices=PIPELINES,
                    help="fast (default): batched augmentation on the device; s5: the original torchvision pipeline")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="auto: bf16 where the hardware does it natively (default; --pipeline s5: fp32)")
+                   help="auto (default): bf16 where the hardware does it natively, fp16 on CUDA GPUs without "
+                   "it, else fp32; --pipeline s5: fp32")
     p.add_argument("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     p.add_argument("--name", default="exp", help="run folder name: runs/exp, then exp2, exp3, ... (default: exp)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or from this checkpoint)")
@@ -197,9 +199,10 @@ def main(argv=None):
     if args.dry_run:
         train_loader, test_loader = [next(iter(train_loader))], [next(iter(test_loader))]
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    scaler = grad_scaler(recipe.precision, device)  # fp16 only: None otherwise
     history, start_epoch = new_history(), 1
     if args.resume:
-        done, history = load_checkpoint(resume_from, model, optimizer, scheduler)
+        done, history = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
         start_epoch = done + 1
         print(f"resumed from {resume_from} after epoch {done}")
 
@@ -208,7 +211,7 @@ def main(argv=None):
     try:
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
-            precision=recipe.precision, channels_last=recipe.channels_last)
+            precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

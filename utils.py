@@ -51,7 +51,9 @@ IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 PIPELINES = ("fast", "s5")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 where the hardware does it natively, else fp32
+# auto: bf16 where the hardware does it natively; fp16 (with a gradient scaler) on CUDA GPUs without it (T4,
+# V100); else fp32.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def _one_of(names):
@@ -77,8 +79,9 @@ test_transforms = transforms.Compose([
 class Recipe:
     """How a run trains: everything but where (device, data). `optimizer` is "sgd" (with `momentum`) or
     "adam". `schedule` is "step" (StepLR, stepped per epoch) or "onecycle" (OneCycleLR, stepped per batch;
-    `lr` is its peak). `precision` ("auto": bf16 where the hardware does it natively) and `channels_last`
-    are the training step's: the original S5 step is fp32 and NCHW (get_recipe(..., pipeline="s5"))."""
+    `lr` is its peak). `precision` (PRECISIONS; "auto": bf16 where native, fp16 on CUDA GPUs without it)
+    and `channels_last` are the training step's: the original S5 step is fp32 and NCHW
+    (get_recipe(..., pipeline="s5"))."""
 
     epochs: int = 20
     batch_size: int = 512
@@ -422,11 +425,13 @@ def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast"
 
 
 def autocast_dtype(device):
-    """torch.bfloat16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or
-    AMX), else None: fp32, since bf16 emulated in software is slower than fp32."""
+    """The autocast dtype precision="auto" picks: torch.bfloat16 where the device computes it natively
+    (CUDA with bf16, CPUs with AVX512-BF16 or AMX); torch.float16 on CUDA GPUs without it, whose tensor
+    cores do fp16 (trained with a gradient scaler, see grad_scaler); else None: fp32, since bf16 emulated in
+    software is slower than fp32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device.type == "cpu":
         native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
             torch.cpu, "_is_amx_tile_supported", lambda: False)()
@@ -434,12 +439,25 @@ def autocast_dtype(device):
     return None
 
 
-def _autocast(precision, device):
-    """The autocast context for `precision` ("auto", "bf16", "fp32") on `device`; reusable across batches."""
+def _precision_dtype(precision, device):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be {_one_of(PRECISIONS)}, got {precision!r}")
-    dtype = {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
+    return {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _autocast(precision, device):
+    """The autocast context for `precision` (one of PRECISIONS) on `device`; reusable across batches."""
+    dtype = _precision_dtype(precision, device)
     return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def grad_scaler(precision, device):
+    """A torch.amp.GradScaler where `precision` trains in fp16 on `device` (small fp16 gradients would
+    round to zero unscaled), else None. It skips the steps whose gradients overflow and adapts its scale;
+    fit keeps one for the whole run and saves its state in the checkpoints."""
+    if _precision_dtype(precision, device) != torch.float16:
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
 
 
 def _prepare(model, channels_last):
@@ -459,19 +477,21 @@ def _to_device(data, target, device, channels_last):
 
 
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
-          precision="auto", channels_last=True, log_every=10):
+          precision="auto", channels_last=True, scaler=None, log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
 
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
     batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
     autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off (fp32, NCHW). Raises
     FloatingPointError naming the epoch and batch when the loss stops being finite (checked every
-    `log_every` batches, one device sync each). On a CPU, cpu_memory.keep_freed_memory() makes every
-    step faster; it changes the whole process, so it is yours to call.
+    `log_every` batches, one device sync each). In fp16 the loss is scaled by `scaler` (grad_scaler; one is
+    made for this epoch when none is given). On a CPU, cpu_memory.keep_freed_memory() makes every step
+    faster; it changes the whole process, so it is yours to call.
     """
     model.train()
     _prepare(model, channels_last)
     amp = _autocast(precision, device)
+    scaler = scaler or grad_scaler(precision, device)
     bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -483,8 +503,13 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
         with amp:
             output = model(data)
         loss = criterion(output.float(), target)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # fp16: scale the loss up for the backward pass; skip the step if the gradients overflowed
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         batch = loss.detach()
@@ -568,15 +593,18 @@ def new_history():
 
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
-        start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True):
+        start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True,
+        scaler=None):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
     (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
-    once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test.
+    once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test; in fp16, `scaler`
+    (grad_scaler, made here when not given: pass one to resume its state) scales the loss all run long.
     """
     history = new_history() if history is None else history
+    scaler = scaler or grad_scaler(precision, device)
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     epoch, saved = start_epoch, None
     try:
@@ -587,7 +615,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             start = time.perf_counter()
             train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
                                           scheduler=scheduler if per_batch else None, precision=precision,
-                                          channels_last=channels_last)
+                                          channels_last=channels_last, scaler=scaler)
             if scheduler is not None and not per_batch:
                 scheduler.step()
             test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
@@ -599,10 +627,10 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
                   f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
             if checkpoint_path:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, config)
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, config, scaler)
                 saved = epoch
             if best_path and test_acc > best:
-                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config)
+                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config, scaler)
     except KeyboardInterrupt:
         done = history["epoch"]
         held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
@@ -708,9 +736,9 @@ def save_history(path, history):
     atomic_write(path, json.dumps(history, indent=1).encode())
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, history, config=None):
-    """Save what an exact resume needs: weights, optimizer and scheduler state, epoch, history, RNGs, and
-    `config` (a dict of plain values: the recipe and settings of the run), atomically."""
+def save_checkpoint(path, model, optimizer, scheduler, epoch, history, config=None, scaler=None):
+    """Save what an exact resume needs: weights, optimizer, scheduler and gradient scaler state, epoch,
+    history, RNGs, and `config` (a dict of plain values: the recipe and settings of the run), atomically."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -719,6 +747,7 @@ def save_checkpoint(path, model, optimizer, scheduler, epoch, history, config=No
         "epoch": epoch,
         "history": history,
         "config": config,
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -776,7 +805,7 @@ def export_weights(checkpoint_path, path):
     of the size), to path: a model to share, which load_checkpoint loads (but no run resumes from)."""
     state = _read_checkpoint(checkpoint_path)
     buffer = io.BytesIO()
-    torch.save({**state, "optimizer": None, "scheduler": None, "kinds": []}, buffer)
+    torch.save({**state, "optimizer": None, "scheduler": None, "scaler": None, "kinds": []}, buffer)
     atomic_write(path, buffer.getvalue())
 
 
@@ -785,8 +814,9 @@ def checkpoint_config(path):
     return _read_checkpoint(path).get("config")
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None):
-    """Load a checkpoint into model (and optimizer, scheduler, RNGs when given); return (epoch, history).
+def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None):
+    """Load a checkpoint into model (and optimizer, scheduler, gradient scaler, RNGs when given); return
+    (epoch, history).
 
     Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Refuses
     weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path));
@@ -807,6 +837,8 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     if optimizer is not None:
         torch.set_rng_state(state["rng_cpu"])
         if torch.cuda.is_available() and state["rng_cuda"]:

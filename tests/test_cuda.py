@@ -21,15 +21,18 @@ def test_device_loader_gives_the_cpu_batches_on_the_gpu(mnist_root):
         assert differ.float().mean() < 0.002
 
 
-def test_one_batch_overfits_on_the_gpu_in_bf16():
+@pytest.mark.parametrize("precision", ["auto", "fp16"])  # auto: bf16 where native (H100), fp16 on a T4
+def test_one_batch_overfits_on_the_gpu(precision):
     torch.manual_seed(0)
     images, labels = synthetic_digits(32, seed=0)
     batch = (utils.normalize(images.float().div(255).unsqueeze(1)), labels)  # on the CPU: train moves it
     model = Net().cuda()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    first, _ = utils.test(model, "cuda", [batch])
-    utils.train(model, "cuda", [batch] * 60, optimizer)
-    final, final_acc = utils.test(model, "cuda", [batch])
+    first, _ = utils.test(model, "cuda", [batch], precision=precision)
+    scaler = utils.grad_scaler(precision, "cuda")
+    assert (scaler is not None) == (precision == "fp16" or utils.autocast_dtype("cuda") == torch.float16)
+    utils.train(model, "cuda", [batch] * 60, optimizer, precision=precision, scaler=scaler)
+    final, final_acc = utils.test(model, "cuda", [batch], precision=precision)
     assert first > 2.0 and final < 0.05 and final_acc == 100.0, (first, final)
     assert all(p.dtype == torch.float32 and p.is_cuda for p in model.parameters())
 

@@ -139,7 +139,14 @@ def test_the_original_pipeline_trains_as_the_original_did():
     assert (original.precision, original.channels_last) == ("fp32", False)
     assert (get_recipe("s5").precision, get_recipe("s5").channels_last) == ("auto", True)
     assert get_recipe("onecycle", "s5", precision="bf16").precision == "bf16"
-    with pytest.raises(ValueError, match="precision must be 'auto', 'bf16' or 'fp32', got 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be 'auto', 'bf16', 'fp16' or 'fp32', got 'fp8'"):
         get_recipe("s5", precision="fp8")
     with pytest.raises(ValueError, match="pipeline must be one of"):
         get_recipe("s5", "pil")
+
+
+def test_a_nan_loss_stops_fp16_training_too():
+    model, optimizer, scheduler = new_run()
+    loader = PoisonedLoader()
+    with pytest.raises(FloatingPointError, match="epoch 2, batch 3"):
+        fit(model, "cpu", loader, loader.batches, optimizer, scheduler, 3, precision="fp16")

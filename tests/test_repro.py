@@ -8,6 +8,7 @@ from utils import (
     fit,
     get_data_loaders,
     get_recipe,
+    grad_scaler,
     load_checkpoint,
     make_optimizer,
     make_scheduler,
@@ -71,3 +72,35 @@ def test_best_checkpoint_holds_the_best_epoch(mnist_root, tmp_path):
         best_path=tmp_path / "best.pt")
     best_epoch = history["epoch"][history["test_acc"].index(max(history["test_acc"]))]
     assert load_checkpoint(tmp_path / "best.pt", Net())[0] == best_epoch
+
+
+def test_fp16_with_its_gradient_scaler_resumes_exactly(tmp_path):
+    """fp16 autocast and a GradScaler (on the CPU too, in current torch): the scaler's state is saved, and a
+    resumed run ends where a straight one does."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+
+    def fp16_run():
+        torch.manual_seed(0)
+        model = Net()
+        optimizer = make_optimizer(model, get_recipe("s5"))
+        # A scale that grows every 2 steps: by the resume it is far from its start, so a lost state shows.
+        scaler = torch.amp.GradScaler("cpu", growth_interval=2)
+        return model, optimizer, make_scheduler(optimizer, get_recipe("s5")), scaler
+
+    model, optimizer, scheduler, scaler = fp16_run()
+    straight = fit(model, "cpu", batches, batches, optimizer, scheduler, 4, precision="fp16", scaler=scaler)
+    straight_scale = scaler.get_scale()
+
+    model, optimizer, scheduler, scaler = fp16_run()
+    fit(model, "cpu", batches, batches, optimizer, scheduler, 2, precision="fp16", scaler=scaler,
+        checkpoint_path=tmp_path / "last.pt")
+    model, optimizer, scheduler, scaler = fp16_run()
+    done, history = load_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, scaler)
+    saved_scale = torch.load(tmp_path / "last.pt", weights_only=True)["scaler"]["scale"]
+    assert scaler.get_scale() == saved_scale != 65536.0
+    resumed = fit(model, "cpu", batches, batches, optimizer, scheduler, 4, history=history, start_epoch=done + 1,
+                  precision="fp16", scaler=scaler)
+    assert metrics(resumed) == metrics(straight) and scaler.get_scale() == straight_scale
+    assert grad_scaler("fp32", "cpu") is None and grad_scaler("auto", "cpu") is None
+    assert isinstance(grad_scaler("fp16", "cpu"), torch.amp.GradScaler)

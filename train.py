@@ -27,7 +27,6 @@ from utils import (
     Recipe,
     check_output,
     check_plot_path,
-    checkpoint_config,
     device_arg,
     fit,
     get_data_loaders,
@@ -40,6 +39,7 @@ from utils import (
     make_scheduler,
     new_history,
     plot_train_metrics,
+    read_checkpoint,
     run_config,
     save_history,
     set_seed,
@@ -130,9 +130,8 @@ def resume_point(args):
     path = Path(args.resume)
     if path.is_dir():
         path = path / OUTPUTS["last"]
-    config = checkpoint_config(path)
-    done, _ = load_checkpoint(path, Net())
-    return path, config, done
+    state = read_checkpoint(path)
+    return path, state.get("config"), state.get("epoch", 0)
 
 
 def output_paths(args, run_dir):
@@ -202,7 +201,10 @@ def main(argv=None):
     scaler = grad_scaler(recipe.precision, device)  # fp16 only: None otherwise
     history, start_epoch = new_history(), 1
     if args.resume:
-        done, history = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
+        try:
+            done, history = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
+        except ValueError as error:  # weights of another model, or of another optimizer or schedule
+            sys.exit(f"error: {error}")
         start_epoch = done + 1
         print(f"resumed from {resume_from} after epoch {done}")
 

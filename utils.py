@@ -765,16 +765,13 @@ def _load_weights(model, weights, path):
         parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)) if keys]
         raise ValueError(f"{path} holds weights for a different model ({'; '.join(parts)})")
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if broken:
-        raise ValueError(f"{path} holds weights that are not finite (NaN or inf in {', '.join(broken[:3])}): "
-                         "the run that wrote it diverged; use an earlier checkpoint")
     model.load_state_dict(weights)
 
 
-def _read_checkpoint(path):
-    """The checkpoint at path, loaded with weights_only=True and checked: a dict of weights, or a
-    save_checkpoint dict."""
+def read_checkpoint(path):
+    """The checkpoint at path as a dict ("model": the weights; "epoch", "history", "config", ... when
+    save_checkpoint wrote it), loaded with weights_only=True and checked: weights that are not all finite
+    are refused. load_checkpoint loads it into a model; this is for reading what it holds."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path or train first")
@@ -794,24 +791,23 @@ def _read_checkpoint(path):
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}); "
                          "pass a file written by save_checkpoint") from None
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return {"model": state}
-    if not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
+        state = {"model": state}
+    elif not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
         raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (no model/epoch/history)")
+    broken = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path} holds weights that are not finite (NaN or inf in {', '.join(broken[:3])}): "
+                         "the run that wrote it diverged; use an earlier checkpoint")
     return state
 
 
 def export_weights(checkpoint_path, path):
     """Save a checkpoint's weights, epoch, history and settings, without the optimizer's state (a third
     of the size), to path: a model to share, which load_checkpoint loads (but no run resumes from)."""
-    state = _read_checkpoint(checkpoint_path)
+    state = read_checkpoint(checkpoint_path)
     buffer = io.BytesIO()
     torch.save({**state, "optimizer": None, "scheduler": None, "scaler": None, "kinds": []}, buffer)
     atomic_write(path, buffer.getvalue())
-
-
-def checkpoint_config(path):
-    """The `config` dict saved with the checkpoint at path (see save_checkpoint), or None."""
-    return _read_checkpoint(path).get("config")
 
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None):
@@ -822,7 +818,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None):
     weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path));
     then returns (0, new_history()).
     """
-    state = _read_checkpoint(path)
+    state = read_checkpoint(path)
     _load_weights(model, state["model"], path)
     if "epoch" not in state:
         return 0, new_history()

@@ -21,6 +21,7 @@ import torch
 from cpu_memory import keep_freed_memory
 from model import Net
 from utils import (
+    OPTIMIZERS,
     PIPELINES,
     PRECISIONS,
     RECIPES,
@@ -34,6 +35,7 @@ from utils import (
     get_recipe,
     grad_scaler,
     load_checkpoint,
+    make_criterion,
     make_optimizer,
     make_run_dir,
     make_scheduler,
@@ -46,7 +48,8 @@ from utils import (
 )
 
 # The flags that make a run (utils.run_config): saved in its checkpoints, so that --resume continues it.
-RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "precision")
+RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "step_size", "gamma", "weight_decay",
+                "label_smoothing", "precision")
 RUN_FLAGS = ("recipe", "seed", "pipeline")
 DEFAULTS = {"recipe": "s5", "seed": 1, "pipeline": "fast"}
 OUTPUTS = {"checkpoint": "best.pt", "last": "last.pt", "history": "history.json", "plot": "train_metrics.png"}
@@ -67,10 +70,13 @@ def parse_args(argv=None):
                    help="hyperparameter set; the flags below override its values (default: s5)")
     p.add_argument("--epochs", type=positive(int), help="epochs to train (s5: 20)")
     p.add_argument("--batch-size", type=positive(int), help="batch size (s5: 512)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (s5), adam (onecycle) or adamw")
     p.add_argument("--lr", type=positive(float), help="learning rate; OneCycle's peak (s5: 0.01)")
     p.add_argument("--momentum", type=float, help="SGD momentum (s5: 0.9; Adam ignores it)")
     p.add_argument("--step-size", type=positive(int), help="StepLR: epochs between decays (s5: 15)")
     p.add_argument("--gamma", type=positive(float), help="StepLR: decay factor (s5: 0.1)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (s5: 0)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (s5: 0)")
     p.add_argument("--seed", type=int, help="random seed (default: 1)")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $MNIST_DATA_DIR or ./data)")
     p.add_argument("--device", type=device_arg, default=None,
@@ -213,7 +219,8 @@ def main(argv=None):
     try:
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
-            precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler)
+            precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler,
+            criterion=make_criterion(recipe))
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import functools
 import glob
 import io
 import itertools
@@ -50,7 +51,7 @@ IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 PIPELINES = ("fast", "s5")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 # auto: bf16 where the hardware does it natively; fp16 (with a gradient scaler) on CUDA GPUs without it (T4,
 # V100); else fp32.
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -77,8 +78,10 @@ test_transforms = transforms.Compose([
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How a run trains: everything but where (device, data). `optimizer` is "sgd" (with `momentum`) or
-    "adam". `schedule` is "step" (StepLR, stepped per epoch) or "onecycle" (OneCycleLR, stepped per batch;
+    """How a run trains: everything but where (device, data). `optimizer` is "sgd" (with `momentum`),
+    "adam" or "adamw", with `weight_decay` (L2 for sgd and adam, decoupled for adamw); `label_smoothing`
+    spreads that much of each target over all classes in the training loss (0: plain NLL).
+    `schedule` is "step" (StepLR, stepped per epoch) or "onecycle" (OneCycleLR, stepped per batch;
     `lr` is its peak). `precision` (PRECISIONS; "auto": bf16 where native, fp16 on CUDA GPUs without it)
     and `channels_last` are the training step's: the original S5 step is fp32 and NCHW
     (get_recipe(..., pipeline="s5"))."""
@@ -89,6 +92,8 @@ class Recipe:
     momentum: float = 0.9
     step_size: int = 15
     gamma: float = 0.1
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
     schedule: str = "step"
     optimizer: str = "sgd"
     precision: str = "auto"
@@ -105,6 +110,10 @@ class Recipe:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.schedule not in ("step", "onecycle"):
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -570,10 +579,21 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
 
 
 def make_optimizer(model, recipe):
-    """SGD with the recipe's learning rate and momentum, or Adam with its learning rate."""
+    """SGD (with momentum), Adam or AdamW, with the recipe's learning rate and weight decay."""
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr)
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def make_criterion(recipe):
+    """The training loss on the Net's log-probabilities: NLL, or with label smoothing the cross-entropy
+    against smoothed targets (cross_entropy's log_softmax leaves log-probabilities unchanged)."""
+    if not recipe.label_smoothing:
+        return F.nll_loss
+    return functools.partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
 
 
 def make_scheduler(optimizer, recipe, steps_per_epoch=None):
@@ -594,7 +614,7 @@ def new_history():
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
         start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True,
-        scaler=None):
+        scaler=None, criterion=F.nll_loss, on_epoch=None):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
@@ -602,6 +622,9 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
     once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test; in fp16, `scaler`
     (grad_scaler, made here when not given: pass one to resume its state) scales the loss all run long.
+    `criterion` is the training loss (make_criterion); the test loss is always NLL. `on_epoch(history)`,
+    if given, is called after each epoch is recorded and saved: a hyperparameter search reports there, and
+    an exception it raises stops the run.
     """
     history = new_history() if history is None else history
     scaler = scaler or grad_scaler(precision, device)
@@ -613,7 +636,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
                 train_loader.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
-            train_loss, train_acc = train(model, device, train_loader, optimizer, epoch=epoch,
+            train_loss, train_acc = train(model, device, train_loader, optimizer, criterion, epoch=epoch,
                                           scheduler=scheduler if per_batch else None, precision=precision,
                                           channels_last=channels_last, scaler=scaler)
             if scheduler is not None and not per_batch:
@@ -631,6 +654,8 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
                 saved = epoch
             if best_path and test_acc > best:
                 save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config, scaler)
+            if on_epoch is not None:
+                on_epoch(history)
     except KeyboardInterrupt:
         done = history["epoch"]
         held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"

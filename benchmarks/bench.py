@@ -1,14 +1,18 @@
 """Speed of the original S5 pipeline against the default fast path, measured in one process on real MNIST.
 
-    python benchmarks/bench.py                         # training images/s of both, their ratio, peak memory
-    python benchmarks/bench.py --mode full             # wall time of a full run (S5 recipe, fast path)
-    python benchmarks/bench.py --mode full --pipeline s5 --recipe s5
+    python benchmarks/bench.py                         # training images/s of both, their ratio, and the
+                                                       # fast path's fraction of the machine's matmul limit
+    python benchmarks/bench.py --mode full             # whole runs of the S5 recipe (fast path), seeds 1-5:
+                                                       # accuracy and wall time, mean +- sd, min, max
+    python benchmarks/bench.py --mode full --recipe onecycle --seeds 10
+    python benchmarks/bench.py --mode full --pipeline s5 --seeds 1
     python benchmarks/bench.py --mode augment          # batched augmentation: torch vs kornia vs torchvision v2
 
 Set MNIST_DATA_DIR (or --data-dir) to the folder holding MNIST/raw/.
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,10 +33,12 @@ from cpu_memory import keep_freed_memory  # noqa: E402
 from model import Net  # noqa: E402
 from utils import (  # noqa: E402
     augment,
+    check_output,
     fit,
     get_data_loaders,
     get_device,
     get_recipe,
+    make_criterion,
     make_optimizer,
     make_scheduler,
     normalize,
@@ -39,6 +46,8 @@ from utils import (  # noqa: E402
     set_seed,
     train,
 )
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def hardware(device):
@@ -101,31 +110,87 @@ def throughput(args, device):
         print(flush=True)
     slow, fast = medians.values()
     print(f"ratio fast / original: {fast / slow:.2f}x")
-    return {"images_per_s": medians, "ratio": fast / slow}
+    dtype = utils.autocast_dtype(device) or torch.float32
+    rate = matmul_rate(device, dtype, args.matmul_size, args.repeats)
+    flops = training_flops_per_image(device)
+    limit = rate / flops
+    print(f"matmul rate: {rate / 1e12:.3f} TFLOP/s ({args.matmul_size}^2 {str(dtype).removeprefix('torch.')}); "
+          f"training costs {flops / 1e6:.0f} MFLOP per image, so the limit is {limit:.0f} images/s: "
+          f"the fast path reaches {fast / limit:.0%} of it, the original pipeline {slow / limit:.0%}")
+    return {"images_per_s": medians, "ratio": fast / slow, "matmul_tflops": rate / 1e12,
+            "training_mflop_per_image": flops / 1e6, "fraction_of_limit": fast / limit}
+
+
+def matmul_rate(device, dtype, size=4096, repeats=5):
+    """The machine's dense matmul rate in FLOP/s (median of `repeats`): the ceiling for a conv net's step."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def training_flops_per_image(device, batch_size=64):
+    """FLOPs of one training step (forward and backward) per image, counted by torch's FlopCounterMode."""
+    model = Net().to(device)
+    data = torch.randn(batch_size, 1, 28, 28, device=device)
+    target = torch.randint(0, 10, (batch_size,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.nll_loss(model(data), target).backward()
+    return counter.get_total_flops() / batch_size
 
 
 def full_run(args, device):
-    """A whole run of the recipe, timed end to end (loading the data included)."""
+    """Whole runs of the recipe, one per seed, each timed end to end (loading the data included); prints
+    and saves (JSON) every run and, over the seeds, mean, sd, min and max of each result."""
     recipe = get_recipe(args.recipe, args.pipeline, epochs=args.epochs)
-    sync(device)
-    start = time.perf_counter()
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    out = Path(args.out or RESULTS / f"{args.recipe}_{args.pipeline}_{device.type}_seeds{seeds[0]}-{seeds[-1]}.json")
+    check_output(out, args.overwrite)
     if args.pipeline == "fast" and device.type == "cpu":
         keep_freed_memory()
-    set_seed(args.seed)
-    train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
-                                                 seed=args.seed)
-    model = Net().to(device)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-    history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
-                  precision=recipe.precision, channels_last=recipe.channels_last)
-    sync(device)
-    total = time.perf_counter() - start
-    result = {"pipeline": args.pipeline, "recipe": args.recipe, "epochs": recipe.epochs, "seconds": round(total, 1),
-              "seconds_per_epoch": round(statistics.median(history["seconds"]), 2),
-              "best_test_acc": max(history["test_acc"]), "final_test_acc": history["test_acc"][-1]}
-    print(json.dumps(result))
+    runs = []
+    for seed in seeds:
+        sync(device)
+        start = time.perf_counter()
+        set_seed(seed)
+        train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
+                                                     seed=seed)
+        model = Net().to(device)
+        optimizer = make_optimizer(model, recipe)
+        scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+        history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
+                      precision=recipe.precision, channels_last=recipe.channels_last, criterion=make_criterion(recipe))
+        sync(device)
+        runs.append({"seed": seed, "seconds": round(time.perf_counter() - start, 2),
+                     "seconds_per_epoch": round(statistics.median(history["seconds"]), 3),
+                     "best_test_acc": max(history["test_acc"]), "final_test_acc": history["test_acc"][-1],
+                     "test_acc": history["test_acc"]})
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "test_acc"}), flush=True)
+    summary = {key: spread([run[key] for run in runs])
+               for key in ("best_test_acc", "final_test_acc", "seconds", "seconds_per_epoch")}
+    for key, s in summary.items():
+        sd = f" ± {s['sd']:.2f}" if "sd" in s else ""
+        print(f"{key} over {len(runs)} seeds: {s['mean']:.2f}{sd} (min {s['min']:.2f}, max {s['max']:.2f})")
+    result = {"hardware": hardware(device), "pipeline": args.pipeline, "recipe": args.recipe,
+              "hyperparameters": dataclasses.asdict(recipe), "summary": summary, "runs": runs}
+    utils.atomic_write(out, json.dumps(result, indent=1).encode())
+    print(f"saved {out}")
     return result
+
+
+def spread(values):
+    """Mean, sample sd (from two values on), min and max."""
+    s = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+    if len(values) > 1:
+        s["sd"] = statistics.stdev(values)
+    return s
 
 
 def augment_speed(args, device):
@@ -198,6 +263,13 @@ def augmentation_picture(args, device, path="img/augmentation_s5_vs_fast.png"):
     print(f"saved {path}")
 
 
+def positive(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("throughput", "full", "augment"), default="throughput")
@@ -207,13 +279,21 @@ def main():
     p.add_argument("--batches", type=int, default=30, help="throughput: batches per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setup; the median is reported")
     p.add_argument("--pipeline", choices=utils.PIPELINES, default="fast", help="full: which pipeline")
-    p.add_argument("--recipe", default="s5", help="full: s5 or onecycle")
+    p.add_argument("--recipe", choices=sorted(utils.RECIPES), default="s5", help="full: which recipe")
     p.add_argument("--epochs", type=int, help="full: override the recipe's epochs")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=positive, default=5, help="full: how many seeds (runs) (default: 5)")
+    p.add_argument("--first-seed", type=int, default=1, help="full: seeds run from this one on (default: 1)")
+    p.add_argument("--out", help="full: JSON file for the results "
+                   "(default: benchmarks/results/RECIPE_PIPELINE_DEVICE_seedsA-B.json)")
+    p.add_argument("--overwrite", action="store_true", help="full: replace --out if it exists")
+    p.add_argument("--matmul-size", type=positive, default=4096, help="throughput: n of the n x n matmul timed")
     args = p.parse_args()
     device = torch.device(args.device) if args.device else get_device()
     print(hardware(device))
-    {"throughput": throughput, "full": full_run, "augment": augment_speed}[args.mode](args, device)
+    try:
+        {"throughput": throughput, "full": full_run, "augment": augment_speed}[args.mode](args, device)
+    except (ValueError, OSError) as error:  # missing data, an output that exists or cannot be written
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,19 @@ def test_unknown_recipe_and_schedule():
         get_recipe("fast")
     with pytest.raises(ValueError, match="schedule must be"):
         Recipe(schedule="cosine")
-    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
+    with pytest.raises(ValueError, match="optimizer must be 'sgd', 'adam' or 'adamw'"):
         get_recipe("s5", optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weight_decay", -1e-4, "weight_decay must be a number >= 0"),
+    ("weight_decay", float("nan"), "weight_decay must be a number >= 0"),
+    ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+    ("label_smoothing", -0.1, r"label_smoothing must be in \[0, 1\)"),
+])
+def test_regularisation_out_of_range_is_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        get_recipe("onecycle", **{field: value})
 
 
 class PoisonedLoader:

@@ -87,6 +87,41 @@ def test_a_criterion_of_the_users_own():
     assert loss == 0.0
 
 
+def test_label_smoothing_spreads_the_target_over_all_classes():
+    log_probs, targets = torch.tensor(LOGITS), torch.tensor(TARGETS)
+    nll = -log_probs[range(10), targets]
+    for smoothing in (0.0, 0.1, 0.3):
+        criterion = utils.make_criterion(utils.get_recipe("onecycle", label_smoothing=smoothing))
+        # (1 - e) of the target's log-probability, e spread evenly over the 3 classes
+        expected = ((1 - smoothing) * nll - smoothing * log_probs.mean(dim=1)).mean()
+        assert criterion(log_probs, targets).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert utils.make_criterion(utils.get_recipe("s5")) is F.nll_loss
+
+
+def test_optimizers_take_the_recipes_weight_decay():
+    for name, kind in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        optimizer = utils.make_optimizer(Net(), utils.get_recipe("s5", optimizer=name, weight_decay=0.02))
+        assert type(optimizer) is kind and optimizer.param_groups[0]["weight_decay"] == 0.02
+
+
+def test_fit_calls_on_epoch_after_each_epoch_and_stops_when_it_raises(tmp_path):
+    batches = [(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))) for _ in range(2)]
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    seen = []
+
+    def on_epoch(history):
+        seen.append(list(history["epoch"]))
+        if len(seen) == 2:
+            raise StopIteration("enough")
+
+    with pytest.raises(StopIteration):
+        utils.fit(model, "cpu", batches, batches, optimizer, None, 5, on_epoch=on_epoch,
+                  checkpoint_path=tmp_path / "last.pt")
+    assert seen == [[1], [1, 2]]
+    assert utils.read_checkpoint(tmp_path / "last.pt")["epoch"] == 2  # saved before on_epoch was called
+
+
 def test_bad_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be"):
         utils.test(Net(), "cpu", [(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))], precision="fp8")

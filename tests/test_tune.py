@@ -1,0 +1,200 @@
+"""The recipe search (benchmarks/tune.py) on Optuna, as users start it: one worker, two sharing a journal,
+a worker behind a gRPC proxy, a study resumed after its worker was killed; and bench.py's seed runs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+from conftest import N_TRAIN, ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench  # noqa: E402
+import tune  # noqa: E402
+
+from utils import get_mnist_datasets  # noqa: E402
+
+TINY = ("--epochs", 2, "--validation", 128, "--threads", 1)  # seconds per trial on 384 synthetic images
+
+
+def start(script, *args, cwd):
+    """Start a benchmarks/ script; its output goes to files (progress bars would fill a pipe and stall it)."""
+    logs = [open(cwd / f"{script}.{os.urandom(4).hex()}.{name}", "w+") for name in ("out", "err")]
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=cwd,
+                               stdout=logs[0], stderr=logs[1], env={**os.environ, "MPLBACKEND": "Agg"})
+    process.logs = logs
+    return process
+
+
+def finish(process, timeout=300):
+    """(exit code, stdout, stderr) of a started script, once it ends."""
+    code = process.wait(timeout=timeout)
+    texts = []
+    for log in process.logs:
+        log.seek(0)
+        texts.append(log.read())
+        log.close()
+    return code, *texts
+
+
+def run(script, *args, cwd):
+    return finish(start(script, *args, cwd=cwd))
+
+
+def trials(journal, study="onecycle"):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def finished(all_trials):
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in all_trials if t.state in states]
+
+
+def test_validation_split_holds_out_training_images_only(mnist_root):
+    (train_images, train_labels), (val_images, val_labels) = tune.validation_split(mnist_root, 100, seed=3)
+    assert len(train_labels) == N_TRAIN - 100 and len(val_labels) == 100
+    train_set, test_set = get_mnist_datasets(mnist_root, download=False)
+    rows = {bytes(image.numpy()) for image in train_set.data}
+    held = {bytes(image.numpy()) for image in val_images}
+    kept = {bytes(image.numpy()) for image in train_images}
+    assert held <= rows and kept <= rows and not held & kept
+    assert not held & {bytes(image.numpy()) for image in test_set.data}
+    again = tune.validation_split(mnist_root, 100, seed=3)[1][0]
+    assert torch.equal(again, val_images)  # the same draw for every trial and worker
+    with pytest.raises(ValueError, match="--validation must be between 1 and"):
+        tune.validation_split(mnist_root, N_TRAIN, seed=3)
+
+
+def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, tmp_path):
+    journal = tmp_path / "tune.journal"
+    code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", journal, "--trials", 2, *TINY, cwd=tmp_path)
+    assert code == 0, err
+    first = trials(journal)
+    assert [t.number for t in first] == [0, 1] and len(finished(first)) == 2
+    for trial in first:
+        assert 0 <= trial.value <= 100
+        assert list(trial.intermediate_values) == ([1, 2] if trial.state.name == "COMPLETE" else [1])
+        assert trial.params["optimizer"] in ("sgd", "adam", "adamw")
+        assert 0 <= trial.params["label_smoothing"] <= 0.2
+    best = max(finished(first), key=lambda t: t.value)
+    assert f"best: trial {best.number}, validation accuracy {best.value:.2f}%" in out
+    assert "as a recipe: Recipe(epochs=2" in out
+    for name in ("history", "epochs"):
+        assert (tmp_path / f"onecycle_{name}.png").stat().st_size > 0
+    # The same command with more trials goes on with the same study.
+    code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", journal, "--trials", 3, *TINY, cwd=tmp_path)
+    assert code == 0, err
+    after = trials(journal)
+    assert [t.number for t in after] == [0, 1, 2]
+    assert [t.params for t in after[:2]] == [t.params for t in first]
+    assert "this worker ran 1 trials" in out
+
+
+def test_two_workers_share_a_journal_without_losing_or_repeating_trials(mnist_root, tmp_path):
+    journal = tmp_path / "tune.journal"
+    args = ("--data-dir", mnist_root, "--storage", journal, "--trials", 8, *TINY)
+    workers = [start("tune.py", *args, cwd=tmp_path) for _ in range(2)]
+    results = [finish(worker) for worker in workers]
+    for code, _, err in results:
+        assert code == 0, err
+    done = trials(journal)
+    assert [t.number for t in done] == list(range(8))  # none lost, none twice, none extra
+    assert len(finished(done)) == 8
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers ran trials
+    ran = [int(out.split("this worker ran ")[1].split()[0]) for _, out, _ in results]
+    assert sum(ran) == 8
+    params = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(params)) == 8  # each trial its own draw
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_through_the_grpc_proxy(mnist_root, tmp_path):
+    journal, port = tmp_path / "tune.journal", free_port()
+    proxy = start("tune.py", "--serve", f"127.0.0.1:{port}", "--storage", journal, cwd=tmp_path)
+    try:
+        code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", f"grpc://127.0.0.1:{port}",
+                             "--trials", 2, *TINY, cwd=tmp_path)
+        assert code == 0, err
+        assert f"grpc://127.0.0.1:{port}" in out
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        finish(proxy, timeout=30)
+    assert len(finished(trials(journal))) == 2  # the proxy wrote them into its journal
+    assert (tmp_path / "runs" / "onecycle_history.png").exists()
+
+
+def test_a_killed_worker_leaves_a_study_that_goes_on(mnist_root, tmp_path):
+    journal = tmp_path / "tune.journal"
+    args = ("--data-dir", mnist_root, "--storage", journal, "--trials", 2, "--epochs", 6, "--validation", 128,
+            "--threads", 1)
+    worker = start("tune.py", *args, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and any(t.state.name == "RUNNING" for t in trials(journal))):
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    worker.kill()
+    finish(worker)
+    assert [t.state.name for t in trials(journal)] == ["RUNNING"]  # left behind by the killed worker
+    code, out, err = run("tune.py", *args, cwd=tmp_path)
+    assert code == 0, err
+    states = [t.state.name for t in trials(journal)]
+    assert states[0] == "RUNNING" and len(finished(trials(journal))) == 2
+
+
+def test_refusals_are_one_line(mnist_root, tmp_path):
+    journal = tmp_path / "tune.journal"
+    common = ["--data-dir", str(mnist_root), "--storage", str(journal), "--trials", "1", "--validation", "128"]
+    assert run("tune.py", *common, "--epochs", 1, "--threads", 1, cwd=tmp_path)[0] == 0
+    refusals = {
+        ("--epochs", "3"): "study 'onecycle' was made with other settings: --epochs 3 (study: 1)",
+        ("--epochs", "1", "--storage", f"grpc://127.0.0.1:{free_port()}"): "no Optuna gRPC proxy answers at",
+        ("--epochs", "1", "--storage", "grpc://nowhere"): "write a gRPC proxy's address as grpc://HOST:PORT",
+        ("--epochs", "1", "--storage", "postgresql://u@127.0.0.1:1/db"): "cannot open --storage postgresql://",
+        ("--epochs", "1", "--validation", str(N_TRAIN)): "--validation must be between 1 and",
+    }
+    for extra, message in refusals.items():
+        with pytest.raises(SystemExit) as exit:
+            tune.main(common + list(extra))
+        assert str(exit.value).startswith("error: ") and message in str(exit.value)
+        assert "\n" not in str(exit.value)
+    assert len(trials(journal)) == 1  # nothing was added by a refused worker
+
+
+def test_bench_seeds_summarise_every_run(mnist_root, tmp_path):
+    out = tmp_path / "onecycle.json"
+    code, stdout, err = run("bench.py", "--mode", "full", "--recipe", "onecycle", "--epochs", 1, "--seeds", 3,
+                            "--first-seed", 4, "--data-dir", mnist_root, "--out", out, cwd=tmp_path)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert [run["seed"] for run in result["runs"]] == [4, 5, 6]
+    for key in ("final_test_acc", "best_test_acc", "seconds"):
+        values = torch.tensor([run[key] for run in result["runs"]], dtype=torch.float64)
+        summary = result["summary"][key]
+        assert summary["mean"] == pytest.approx(values.mean().item())
+        assert summary["sd"] == pytest.approx(values.std().item())  # the sample sd
+        assert (summary["min"], summary["max"]) == (values.min().item(), values.max().item())
+    assert f"final_test_acc over 3 seeds: {result['summary']['final_test_acc']['mean']:.2f}" in stdout
+    before = out.read_bytes()
+    code, _, err = run("bench.py", "--mode", "full", "--seeds", 1, "--data-dir", mnist_root, "--out", out,
+                       cwd=tmp_path)
+    assert code != 0 and "already exists" in err and out.read_bytes() == before
+
+
+def test_training_flops_per_image_match_the_net():
+    # Multiply-accumulates of one forward pass, layer by layer (model.Net's docstring has the shapes).
+    macs = 26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 10 * 10 * 128 * 64 * 9 + 8 * 8 * 256 * 128 * 9 + 4096 * 50 + 500
+    conv1_input_grad = 2 * 26 * 26 * 32 * 9  # not computed: the images need no gradient
+    assert bench.training_flops_per_image(torch.device("cpu")) == 3 * 2 * macs - conv1_input_grad

@@ -130,7 +130,7 @@ def load_study(storage, args):
     differ from the study's is refused, since its trials would not be comparable."""
     study = optuna.create_study(
         storage=storage, study_name=args.study, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(n_startup_trials=5, multivariate=True, constant_liar=True),
+        sampler=optuna.samplers.TPESampler(n_startup_trials=5, multivariate=True, group=True, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, args.epochs // 3)))
     settings = {key: getattr(args, key) for key in STUDY_SETTINGS}
     saved = study.user_attrs.get("settings")
@@ -241,8 +241,15 @@ def report_best(study, plots_dir):
 
     Path(plots_dir).mkdir(parents=True, exist_ok=True)
     paths = []
+    values = [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
     for name, view in (("history", views.plot_optimization_history), ("epochs", views.plot_intermediate_values)):
-        figure = view(study).get_figure()
+        ax = view(study)
+        ax.set_ylabel("validation accuracy (%)")
+        if name == "epochs":
+            ax.set_xlabel("epoch")
+            low, high = sorted(values)[len(values) // 10], max(values)  # the few diverging epochs off the scale
+            ax.set_ylim(low, high + 0.1 * (high - low))
+        figure = ax.get_figure()
         figure.tight_layout()
         path = Path(plots_dir) / f"{study.study_name}_{name}.png"
         figure.savefig(path, dpi=90)
@@ -279,6 +286,7 @@ def parse_args(argv=None):
     p.add_argument("--device", type=device_arg, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--threads", type=int, help="CPU threads of this worker (default: torch's, all cores)")
     p.add_argument("--plots", help="folder for the search's plots (default: beside the journal, or runs/)")
+    p.add_argument("--report", action="store_true", help="run no trial: print the best and save the plots")
     p.add_argument("--serve", metavar="HOST:PORT", help="serve --storage through Optuna's gRPC proxy; no training")
     args = p.parse_args(argv)
     for key in ("trials", "epochs", "threads", "timeout"):
@@ -290,6 +298,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.report and "://" not in args.storage and not Path(args.storage).is_file():
+            raise ValueError(f"no journal file at {args.storage}; give the study's --storage")
         try:
             storage = open_storage(args.storage)
         except (ValueError, ConnectionError):
@@ -298,6 +308,13 @@ def main(argv=None):
             raise ValueError(f"cannot open --storage {args.storage}: {str(error).splitlines()[0]}") from None
         if args.serve:
             return serve(args.serve, storage)
+        if args.report:
+            try:
+                study = optuna.load_study(study_name=args.study, storage=storage)
+            except KeyError:
+                raise ValueError(f"no study {args.study!r} in {args.storage}") from None
+            report_best(study, plots_dir(args))
+            return 0
         split = validation_split(args.data_dir, args.validation, args.seed)
         study = load_study(storage, args)
         device = args.device or get_device()
@@ -318,9 +335,12 @@ def main(argv=None):
         print("stopped: the trial underway is marked failed; start the command again to go on")
         return 130
     print(f"this worker ran {done} trials")
-    plots = args.plots or (Path(args.storage).parent if "://" not in args.storage else Path("runs"))
-    report_best(study, plots)
+    report_best(study, plots_dir(args))
     return 0
+
+
+def plots_dir(args):
+    return Path(args.plots or (Path(args.storage).parent if "://" not in args.storage else "runs"))
 
 
 if __name__ == "__main__":

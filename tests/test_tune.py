@@ -73,7 +73,7 @@ def test_validation_split_holds_out_training_images_only(mnist_root):
         tune.validation_split(mnist_root, N_TRAIN, seed=3)
 
 
-def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, tmp_path):
+def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, tmp_path, capsys):
     journal = tmp_path / "tune.journal"
     code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", journal, "--trials", 2, *TINY, cwd=tmp_path)
     assert code == 0, err
@@ -96,6 +96,11 @@ def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, 
     assert [t.number for t in after] == [0, 1, 2]
     assert [t.params for t in after[:2]] == [t.params for t in first]
     assert "this worker ran 1 trials" in out
+    # --report: no training, the best and the plots from what the storage holds.
+    assert tune.main(["--storage", str(journal), "--report", "--plots", str(tmp_path / "report")]) == 0
+    best = max(finished(after), key=lambda t: t.value)
+    assert f"best: trial {best.number}, validation accuracy {best.value:.2f}%" in capsys.readouterr().out
+    assert (tmp_path / "report" / "onecycle_epochs.png").exists() and len(trials(journal)) == 3
 
 
 def test_two_workers_share_a_journal_without_losing_or_repeating_trials(mnist_root, tmp_path):
@@ -171,6 +176,9 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         assert str(exit.value).startswith("error: ") and message in str(exit.value)
         assert "\n" not in str(exit.value)
     assert len(trials(journal)) == 1  # nothing was added by a refused worker
+    with pytest.raises(SystemExit, match="error: no journal file at .*missing.journal; give the study's --storage"):
+        tune.main(["--storage", str(tmp_path / "missing.journal"), "--report"])
+    assert not (tmp_path / "missing.journal").exists()
 
 
 def test_bench_seeds_summarise_every_run(mnist_root, tmp_path):

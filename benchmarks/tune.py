@@ -230,9 +230,10 @@ def report_best(study, plots_dir):
     print(f"best: trial {best.number}, validation accuracy {best.value:.2f}%: {describe(best.params)}")
     print(f"as a recipe: {recipe}")
     flags = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "label_smoothing")
+    values = {key: getattr(recipe, key) for key in flags}
     print("train it: python train.py --recipe onecycle " + " ".join(
-        f"--{key.replace('_', '-')} {getattr(recipe, key):.3g}" if isinstance(getattr(recipe, key), float)
-        else f"--{key.replace('_', '-')} {getattr(recipe, key)}" for key in flags))
+        f"--{key.replace('_', '-')} {f'{value:.3g}' if isinstance(value, float) else value}"
+        for key, value in values.items()))
     import matplotlib
 
     matplotlib.use("Agg")

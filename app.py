@@ -81,7 +81,7 @@ def build_app(model):
 def main(argv=None):
     p = argparse.ArgumentParser(description="A page to draw a digit on and watch the Net read it.")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="a checkpoint from train.py or the notebook (default: the shipped weights/s5_onecycle.pt)")
+                   help=f"a checkpoint from train.py or the notebook (default: weights/{DEFAULT_CHECKPOINT.name})")
     args = p.parse_args(argv)
     model = Net()
     try:

@@ -28,7 +28,7 @@ from model import Net
 from utils import IMAGE_SIZE, device_arg, get_device, load_checkpoint, normalize
 
 # Trained by this repository (the OneCycle recipe, seed 1; the README says how and how well).
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_onecycle.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_tuned.pt"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures (or decompression bombs) are refused
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
 INK_THRESHOLD = 0.3  # after contrast stretching, brighter than this counts as ink when cropping
@@ -179,7 +179,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Name the digit in each picture with a trained Net.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos, scans or MNIST-style images of one digit")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="a checkpoint from train.py or the notebook (default: the shipped weights/s5_onecycle.pt)")
+                   help=f"a checkpoint from train.py or the notebook (default: weights/{DEFAULT_CHECKPOINT.name})")
     p.add_argument("--device", type=device_arg, help="cpu, cuda, mps (default: the best available)")
     args = p.parse_args(argv)
 

@@ -4,6 +4,7 @@
     python train.py --pipeline s5            # the original S5 torchvision pipeline
     python train.py --recipe onecycle        # the short recipe: 8 epochs of Adam under OneCycleLR
     python train.py --resume runs/exp        # continue that run, in its folder
+    python train.py --compile cudagraphs     # on a GPU: the step captured once, replayed as CUDA graphs
     python train.py --resume runs/exp --epochs 30   # and train it further (StepLR runs only)
 
 Each run writes into a new folder of its own (best.pt, last.pt, history.json, train_metrics.png) and
@@ -21,6 +22,7 @@ import torch
 from cpu_memory import keep_freed_memory
 from model import Net
 from utils import (
+    COMPILE_MODES,
     OPTIMIZERS,
     PIPELINES,
     PRECISIONS,
@@ -86,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 where the hardware does it natively, fp16 on CUDA GPUs without "
                    "it, else fp32; --pipeline s5: fp32")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="off", dest="compile_mode",
+                   help="off (default): eager; cudagraphs: the step captured once and replayed as CUDA graphs "
+                   "(for GPUs, where launching kernels bounds the step); reduce-overhead: also fused by inductor")
     p.add_argument("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     p.add_argument("--name", default="exp", help="run folder name: runs/exp, then exp2, exp3, ... (default: exp)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or from this checkpoint)")
@@ -220,7 +225,7 @@ def main(argv=None):
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
             precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler,
-            criterion=make_criterion(recipe))
+            criterion=make_criterion(recipe), compile_mode=args.compile_mode)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

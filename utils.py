@@ -55,6 +55,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # auto: bf16 where the hardware does it natively; fp16 (with a gradient scaler) on CUDA GPUs without it (T4,
 # V100); else fp32.
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# How train and test run the model: eagerly ("off"), or captured by torch.compile (see compile_model).
+COMPILE_MODES = ("off", "cudagraphs", "reduce-overhead")
 
 
 def _one_of(names):
@@ -472,6 +474,28 @@ def grad_scaler(precision, device):
     return torch.amp.GradScaler(torch.device(device).type)
 
 
+def compile_model(model, device, mode="off"):
+    """`model` as train and test run it under `mode` (COMPILE_MODES): itself for "off", else a
+    torch.compile wrapper sharing its parameters (save and load `model`, not the wrapper).
+
+    On CUDA, "cudagraphs" records the forward and backward kernels once per batch shape and replays them
+    with one launch, for a step that is not bound by the CPU launching kernels; it generates no code, so it
+    compiles in seconds. "reduce-overhead" is torch.compile's mode of that name: inductor's fused kernels,
+    replayed as CUDA graphs, tens of seconds to compile (cached on disk). Shapes are static (dynamic=False):
+    an epoch's last, smaller batch is one more capture, made once; torch keeps the captures between calls.
+    Off CUDA "cudagraphs" runs the same captured graphs eagerly (aot_eager), so they are tested on any
+    machine, and "reduce-overhead" is inductor's CPU code.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be {_one_of(COMPILE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return model
+    if mode == "reduce-overhead":
+        return torch.compile(model, mode="reduce-overhead", dynamic=False)
+    backend = "cudagraphs" if torch.device(device).type == "cuda" else "aot_eager"
+    return torch.compile(model, backend=backend, dynamic=False)
+
+
 def _prepare(model, channels_last):
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -489,7 +513,7 @@ def _to_device(data, target, device, channels_last):
 
 
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
-          precision="auto", channels_last=True, scaler=None, log_every=10):
+          precision="auto", channels_last=True, scaler=None, compile_mode="off", log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
 
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
@@ -497,11 +521,14 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off (fp32, NCHW). Raises
     FloatingPointError naming the epoch and batch when the loss stops being finite (checked every
     `log_every` batches, one device sync each). In fp16 the loss is scaled by `scaler` (grad_scaler; one is
-    made for this epoch when none is given). On a CPU, cpu_memory.keep_freed_memory() makes every step
-    faster; it changes the whole process, so it is yours to call.
+    made for this epoch when none is given). `compile_mode` (COMPILE_MODES, see compile_model) captures
+    the forward and backward passes; the loss, the optimizer and the scaler's step run eagerly. On a CPU,
+    cpu_memory.keep_freed_memory() makes every step faster; it changes the whole process, so it is yours to
+    call.
     """
     model.train()
     _prepare(model, channels_last)
+    forward = compile_model(model, device, compile_mode)
     amp = _autocast(precision, device)
     scaler = scaler or grad_scaler(precision, device)
     bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
@@ -512,8 +539,10 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     for batch_idx, (data, target) in enumerate(bar, start=1):
         data, target = _to_device(data, target, device, channels_last)
         optimizer.zero_grad(set_to_none=True)
+        if compile_mode != "off":  # a new step: CUDA graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
         with amp:
-            output = model(data)
+            output = forward(data)
         loss = criterion(output.float(), target)
         if scaler is None:
             loss.backward()
@@ -554,14 +583,17 @@ def _check_finite(losses, last_batch, epoch, outcome):
 
 
 @torch.no_grad()
-def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True):
+def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", channels_last=True,
+         compile_mode="off"):
     """Evaluate; return (mean loss per sample, accuracy %) over the whole loader, as Python floats.
 
     Eval mode and no gradients. `criterion` must average over its batch (as F.nll_loss does); the batch
     means are weighted by batch size so the result is the exact per-sample mean over the set.
+    `compile_mode`: as in train.
     """
     model.eval()
     _prepare(model, channels_last)
+    forward = compile_model(model, device, compile_mode)
     amp = _autocast(precision, device)
     loss_sum = torch.zeros((), device=device)
     losses = []  # per batch, checked at the end: a NaN model or batch raises, as in train
@@ -569,8 +601,10 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     seen = 0
     for data, target in test_loader:
         data, target = _to_device(data, target, device, channels_last)
+        if compile_mode != "off":
+            torch.compiler.cudagraph_mark_step_begin()
         with amp:
-            output = model(data)
+            output = forward(data)
         losses.append(criterion(output.float(), target))
         loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()
@@ -617,7 +651,7 @@ def new_history():
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
         start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True,
-        scaler=None, criterion=F.nll_loss, on_epoch=None):
+        scaler=None, criterion=F.nll_loss, compile_mode="off", on_epoch=None):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
@@ -625,7 +659,8 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
     once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test; in fp16, `scaler`
     (grad_scaler, made here when not given: pass one to resume its state) scales the loss all run long.
-    `criterion` is the training loss (make_criterion); the test loss is always NLL. `on_epoch(history)`,
+    `criterion` is the training loss (make_criterion); the test loss is always NLL. `compile_mode`
+    (COMPILE_MODES, see compile_model) goes to train and test. `on_epoch(history)`,
     if given, is called after each epoch is recorded and saved: a hyperparameter search reports there, and
     an exception it raises stops the run.
     """
@@ -641,10 +676,11 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
             start = time.perf_counter()
             train_loss, train_acc = train(model, device, train_loader, optimizer, criterion, epoch=epoch,
                                           scheduler=scheduler if per_batch else None, precision=precision,
-                                          channels_last=channels_last, scaler=scaler)
+                                          channels_last=channels_last, scaler=scaler, compile_mode=compile_mode)
             if scheduler is not None and not per_batch:
                 scheduler.step()
-            test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last)
+            test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last,
+                                       compile_mode=compile_mode)
             seconds = time.perf_counter() - start
             best = max(history["test_acc"], default=-1.0)
             row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)

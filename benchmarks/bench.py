@@ -6,6 +6,8 @@
                                                        # accuracy and wall time, mean +- sd, min, max
     python benchmarks/bench.py --mode full --recipe onecycle --seeds 10
     python benchmarks/bench.py --mode full --pipeline s5 --seeds 1
+    python benchmarks/bench.py --compile cudagraphs    # also the fast path with its step replayed as CUDA graphs
+    python benchmarks/bench.py --mode full --precision fp16 --compile cudagraphs
     python benchmarks/bench.py --mode augment          # batched augmentation: torch vs kornia vs torchvision v2
 
 Set MNIST_DATA_DIR (or --data-dir) to the folder holding MNIST/raw/.
@@ -78,13 +80,16 @@ def throughput(args, device):
     """Median training images/s over `repeats` runs of `batches` batches, each from a fresh iterator.
 
     The original S5 pipeline runs first: the fast path keeps freed memory for reuse (keep_freed_memory),
-    a setting of the whole process that the original must not get.
+    a setting of the whole process that the original must not get. With --compile, the fast path runs a
+    third time with its step compiled (the compile falls in the warm-up, untimed).
     """
-    setups = {"original S5 pipeline": "s5", "fast path (default)": "fast"}
+    setups = {"original S5 pipeline": ("s5", "off"), "fast path (default)": ("fast", "off")}
+    if args.compile != "off":
+        setups[f"fast path, --compile {args.compile}"] = ("fast", args.compile)
     medians = {}
-    for name, pipeline in setups.items():
+    for name, (pipeline, compile_mode) in setups.items():
         recipe = get_recipe("s5", pipeline)
-        step = {"precision": recipe.precision, "channels_last": recipe.channels_last}
+        step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
         if pipeline == "fast" and device.type == "cpu":
             keep_freed_memory()
         set_seed(0)
@@ -108,15 +113,19 @@ def throughput(args, device):
             print(f", CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")
             torch.cuda.reset_peak_memory_stats(device)
         print(flush=True)
-    slow, fast = medians.values()
-    print(f"ratio fast / original: {fast / slow:.2f}x")
+    slow, fast, *compiled = medians.values()
+    ratios = f"ratio fast / original: {fast / slow:.2f}x"
+    if compiled:
+        ratios += f"; compiled / original: {compiled[0] / slow:.2f}x, compiled / fast: {compiled[0] / fast:.2f}x"
+    print(ratios)
     dtype = utils.autocast_dtype(device) or torch.float32
     rate = matmul_rate(device, dtype, args.matmul_size, args.repeats)
     flops = training_flops_per_image(device)
     limit = rate / flops
     print(f"matmul rate: {rate / 1e12:.3f} TFLOP/s ({args.matmul_size}^2 {str(dtype).removeprefix('torch.')}); "
           f"training costs {flops / 1e6:.0f} MFLOP per image, so the limit is {limit:.0f} images/s: "
-          f"the fast path reaches {fast / limit:.0%} of it, the original pipeline {slow / limit:.0%}")
+          f"the fast path reaches {fast / limit:.0%} of it, the original pipeline {slow / limit:.0%}"
+          + (f", the compiled fast path {compiled[0] / limit:.0%}" if compiled else ""))
     return {"images_per_s": medians, "ratio": fast / slow, "matmul_tflops": rate / 1e12,
             "training_mflop_per_image": flops / 1e6, "fraction_of_limit": fast / limit}
 
@@ -148,10 +157,13 @@ def training_flops_per_image(device, batch_size=64):
 
 def full_run(args, device):
     """Whole runs of the recipe, one per seed, each timed end to end (loading the data included); prints
-    and saves (JSON) every run and, over the seeds, mean, sd, min and max of each result."""
-    recipe = get_recipe(args.recipe, args.pipeline, epochs=args.epochs)
+    and saves (JSON) every run and, over the seeds, mean, sd, min and max of each result. With --compile
+    the first seed's time includes the compile; later seeds reuse its captures (same process)."""
+    recipe = get_recipe(args.recipe, args.pipeline, epochs=args.epochs, precision=args.precision)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    out = Path(args.out or RESULTS / f"{args.recipe}_{args.pipeline}_{device.type}_seeds{seeds[0]}-{seeds[-1]}.json")
+    variant = "".join(f"_{value}" for value in (args.precision, args.compile) if value not in (None, "off"))
+    name = f"{args.recipe}_{args.pipeline}_{device.type}{variant}_seeds{seeds[0]}-{seeds[-1]}.json"
+    out = Path(args.out or RESULTS / name)
     check_output(out, args.overwrite)
     if args.pipeline == "fast" and device.type == "cpu":
         keep_freed_memory()
@@ -166,7 +178,8 @@ def full_run(args, device):
         optimizer = make_optimizer(model, recipe)
         scheduler = make_scheduler(optimizer, recipe, len(train_loader))
         history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
-                      precision=recipe.precision, channels_last=recipe.channels_last, criterion=make_criterion(recipe))
+                      precision=recipe.precision, channels_last=recipe.channels_last, criterion=make_criterion(recipe),
+                      compile_mode=args.compile)
         sync(device)
         runs.append({"seed": seed, "seconds": round(time.perf_counter() - start, 2),
                      "seconds_per_epoch": round(statistics.median(history["seconds"]), 3),
@@ -178,7 +191,7 @@ def full_run(args, device):
     for key, s in summary.items():
         sd = f" ± {s['sd']:.2f}" if "sd" in s else ""
         print(f"{key} over {len(runs)} seeds: {s['mean']:.2f}{sd} (min {s['min']:.2f}, max {s['max']:.2f})")
-    result = {"hardware": hardware(device), "pipeline": args.pipeline, "recipe": args.recipe,
+    result = {"hardware": hardware(device), "pipeline": args.pipeline, "recipe": args.recipe, "compile": args.compile,
               "hyperparameters": dataclasses.asdict(recipe), "summary": summary, "runs": runs}
     utils.atomic_write(out, json.dumps(result, indent=1).encode())
     print(f"saved {out}")
@@ -286,6 +299,9 @@ def main():
     p.add_argument("--out", help="full: JSON file for the results "
                    "(default: benchmarks/results/RECIPE_PIPELINE_DEVICE_seedsA-B.json)")
     p.add_argument("--overwrite", action="store_true", help="full: replace --out if it exists")
+    p.add_argument("--precision", choices=utils.PRECISIONS, help="full: override the recipe's precision")
+    p.add_argument("--compile", choices=utils.COMPILE_MODES, default="off",
+                   help="throughput: also time the fast path compiled so; full: compile the runs' step so")
     p.add_argument("--matmul-size", type=positive, default=4096, help="throughput: n of the n x n matmul timed")
     args = p.parse_args()
     device = torch.device(args.device) if args.device else get_device()

@@ -34,15 +34,16 @@ def test_train_help():
     (["--lr", "-1"], "--lr: must be positive"),
     (["--batch-size", "many"], "--batch-size: invalid"),
     (["--pipeline", "pil"], "--pipeline: invalid choice"),
+    (["--compile", "max"], "--compile: invalid choice"),
 ])
 def test_train_bad_values_get_argparse_errors(args, message):
     result = run("train.py", *args)
     assert result.returncode == 2 and message in result.stderr
 
 
-@pytest.mark.parametrize("pipeline", ["fast", "s5"])
-def test_train_dry_run(mnist_root, tmp_path, pipeline):
-    result = run("train.py", "--dry-run", "--data-dir", mnist_root, "--pipeline", pipeline, cwd=tmp_path)
+@pytest.mark.parametrize("pipeline, more", [("fast", []), ("s5", []), ("fast", ["--compile", "cudagraphs"])])
+def test_train_dry_run(mnist_root, tmp_path, pipeline, more):
+    result = run("train.py", "--dry-run", "--data-dir", mnist_root, "--pipeline", pipeline, *more, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Epoch 1: train loss" in result.stdout
 

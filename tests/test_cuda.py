@@ -58,3 +58,20 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path, mnist_root):
         assert torch.equal(a.cpu(), b)
     momentum = cpu_optimizer.state_dict()["state"][0]["momentum_buffer"]
     assert momentum.device.type == "cpu" and momentum.abs().sum() > 0
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the scaler steps outside the graphs
+def test_a_step_replayed_as_cuda_graphs_trains_as_the_eager_one(mnist_root, precision):
+    histories = {}
+    for mode in ("off", "cudagraphs"):
+        model, optimizer, scheduler = new_run(0)
+        model.cuda()
+        train_loader, test_loader = utils.get_data_loaders(96, mnist_root, "cuda", seed=1)  # last batch: 32
+        step = {"precision": precision, "compile_mode": mode, "scaler": utils.grad_scaler(precision, "cuda")}
+        history = utils.fit(model, "cuda", train_loader, test_loader, optimizer, scheduler, 1, **step)
+        # Every shape was captured in epoch 1: a new capture in epochs 2-3 is an error.
+        with torch.compiler.set_stance("fail_on_recompile"):
+            histories[mode] = utils.fit(model, "cuda", train_loader, test_loader, optimizer, scheduler, 3,
+                                        history=history, start_epoch=2, **step)
+    assert histories["cudagraphs"]["train_loss"] == pytest.approx(histories["off"]["train_loss"], rel=0.02)
+    assert histories["cudagraphs"]["test_acc"][-1] == pytest.approx(histories["off"]["test_acc"][-1], abs=2)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (~6-7 min on an H100, by estimate):
+# tests/test_cuda.py, training images/s (eager vs the step replayed as CUDA graphs), single 20-epoch runs
+# timed end to end in fresh processes (compile included), and seeds for the accuracy distributions.
+#
+# Once, on a machine with the data (the device machine has no network; MNIST travels gzipped, ~11 MB):
+#   mkdir -p .gpu && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" > ".gpu/${f##*/}.gz"; done
+#   echo /.gpu/ >> .git/info/exclude
+# Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check.log and results.tgz
+# (the JSON of every run) into $OUT. Rehearse it here on the CPU, in a minute, with tiny settings:
+#   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
+#   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_check}
+EXTRA=${EXTRA:-}            # appended to every full run (argparse: the last value wins)
+THROUGHPUT=${THROUGHPUT:-}  # appended to the throughput run
+TESTS=${TESTS:-tests/test_cuda.py}
+results=$(mktemp -d)
+mkdir -p "$OUT"
+if [ -z "${MNIST_DATA_DIR:-}" ]; then
+    export MNIST_DATA_DIR=/tmp/mnist
+    mkdir -p "$MNIST_DATA_DIR/MNIST/raw"
+    for f in .gpu/*.gz; do gunzip -c "$f" > "$MNIST_DATA_DIR/MNIST/raw/$(basename "$f" .gz)" || exit 1; done
+fi
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+python=${PYTHON:-python3}
+
+full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step capped at 4 minutes
+    local name=$1; shift
+    echo "== full $name: $*"
+    timeout 240 "$python" benchmarks/bench.py --mode full "$@" --out "$results/$name.json" $EXTRA
+}
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv 2>/dev/null
+    "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    echo "== tests"
+    timeout 300 "$python" -m pytest -q -p no:cacheprovider "$TESTS"
+    echo "== throughput"
+    timeout 180 "$python" benchmarks/bench.py --compile cudagraphs $THROUGHPUT
+    # End to end, one fresh process each: what a user's `python train.py` pays, compile included.
+    for mode in off cudagraphs; do
+        full "time_s5_$mode" --recipe s5 --seeds 1 --compile "$mode"
+        full "time_onecycle_$mode" --recipe onecycle --seeds 1 --compile "$mode"
+    done
+    # Accuracy over seeds (in one process, later seeds reuse the first one's captures).
+    full s5_bf16_seeds1-10 --recipe s5 --seeds 10
+    full s5_cudagraphs_seeds1-5 --recipe s5 --seeds 5 --compile cudagraphs
+    full onecycle_seeds1-5 --recipe onecycle --seeds 5
+    full onecycle_cudagraphs_seeds1-5 --recipe onecycle --seeds 5 --compile cudagraphs
+    full s5_fp16_seeds1-5 --recipe s5 --seeds 5 --precision fp16
+    full tuned_seeds1-5 --recipe tuned --seeds 5
+    # Last: inductor's compile takes tens of seconds when its disk cache is cold (a fresh machine).
+    full time_s5_reduce-overhead --recipe s5 --seeds 1 --compile reduce-overhead
+    date -u
+} 2>&1 | tee "$OUT/gpu_check.log"
+tar czf "$OUT/results.tgz" -C "$results" .

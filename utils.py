@@ -482,7 +482,8 @@ def compile_model(model, device, mode="off"):
     with one launch, for a step that is not bound by the CPU launching kernels; it generates no code, so it
     compiles in seconds. "reduce-overhead" is torch.compile's mode of that name: inductor's fused kernels,
     replayed as CUDA graphs, tens of seconds to compile (cached on disk). Shapes are static (dynamic=False):
-    an epoch's last, smaller batch is one more capture, made once; torch keeps the captures between calls.
+    an epoch's last, smaller batch is one more capture, made once; torch keeps the captures between calls,
+    up to 8 (shapes x precisions x train/eval), then warns and runs eagerly (torch.compiler.reset() clears).
     Off CUDA "cudagraphs" runs the same captured graphs eagerly (aot_eager), so they are tested on any
     machine, and "reduce-overhead" is inductor's CPU code.
     """

@@ -297,7 +297,7 @@ def main():
     p.add_argument("--seeds", type=positive, default=5, help="full: how many seeds (runs) (default: 5)")
     p.add_argument("--first-seed", type=int, default=1, help="full: seeds run from this one on (default: 1)")
     p.add_argument("--out", help="full: JSON file for the results "
-                   "(default: benchmarks/results/RECIPE_PIPELINE_DEVICE_seedsA-B.json)")
+                   "(default: benchmarks/results/RECIPE_PIPELINE_DEVICE[_PRECISION][_COMPILE]_seedsA-B.json)")
     p.add_argument("--overwrite", action="store_true", help="full: replace --out if it exists")
     p.add_argument("--precision", choices=utils.PRECISIONS, help="full: override the recipe's precision")
     p.add_argument("--compile", choices=utils.COMPILE_MODES, default="off",

@@ -4,8 +4,8 @@
     python train.py --pipeline s5            # the original S5 torchvision pipeline
     python train.py --recipe onecycle        # the short recipe: 8 epochs of Adam under OneCycleLR
     python train.py --resume runs/exp        # continue that run, in its folder
-    python train.py --compile cudagraphs     # on a GPU: the step captured once, replayed as CUDA graphs
     python train.py --resume runs/exp --epochs 30   # and train it further (StepLR runs only)
+    python train.py --compile cudagraphs     # on a GPU: the step captured once, replayed as CUDA graphs
 
 Each run writes into a new folder of its own (best.pt, last.pt, history.json, train_metrics.png) and
 never replaces a file of an earlier run.

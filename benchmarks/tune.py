@@ -106,6 +106,11 @@ def objective(trial, split, device, epochs, seed):
     return history["test_acc"][-1]
 
 
+def is_journal(address):
+    """Whether --storage names a journal file (anything but a URL)."""
+    return "://" not in address
+
+
 def open_storage(address):
     """A journal file path, a database URL (postgresql://, mysql://, sqlite:///) or grpc://HOST:PORT."""
     if address.startswith("grpc://"):
@@ -119,7 +124,7 @@ def open_storage(address):
             raise ConnectionError(f"no Optuna gRPC proxy answers at {host}:{port}; start one with "
                                   f"python benchmarks/tune.py --serve {host}:{port}") from None
         return storage
-    if "://" in address:
+    if not is_journal(address):
         return optuna.storages.RDBStorage(address)
     Path(address).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(address))
@@ -166,7 +171,7 @@ def is_stale(trial):
 def journal_lock(address):
     """Workers sharing a journal file take turns to count and start trials, so that the study ends with
     exactly --trials (across machines a database or proxy may start one extra per worker that raced)."""
-    if "://" in address:
+    if not is_journal(address):
         yield
         return
     with open(address, "a") as journal:
@@ -242,13 +247,14 @@ def report_best(study, plots_dir):
 
     Path(plots_dir).mkdir(parents=True, exist_ok=True)
     paths = []
-    values = [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
+    accuracies = [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
     for name, view in (("history", views.plot_optimization_history), ("epochs", views.plot_intermediate_values)):
         ax = view(study)
         ax.set_ylabel("validation accuracy (%)")
         if name == "epochs":
             ax.set_xlabel("epoch")
-            low, high = sorted(values)[len(values) // 10], max(values)  # the few diverging epochs off the scale
+            # The lowest tenth (the few diverging epochs) off the scale.
+            low, high = sorted(accuracies)[len(accuracies) // 10], max(accuracies)
             ax.set_ylim(low, high + 0.1 * (high - low))
         figure = ax.get_figure()
         figure.tight_layout()
@@ -299,7 +305,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.report and "://" not in args.storage and not Path(args.storage).is_file():
+        if args.report and is_journal(args.storage) and not Path(args.storage).is_file():
             raise ValueError(f"no journal file at {args.storage}; give the study's --storage")
         try:
             storage = open_storage(args.storage)
@@ -341,7 +347,7 @@ def main(argv=None):
 
 
 def plots_dir(args):
-    return Path(args.plots or (Path(args.storage).parent if "://" not in args.storage else "runs"))
+    return Path(args.plots or (Path(args.storage).parent if is_journal(args.storage) else "runs"))
 
 
 if __name__ == "__main__":

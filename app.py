@@ -5,12 +5,14 @@
     GRADIO_SERVER_PORT=8000 GRADIO_SERVER_NAME=0.0.0.0 python app.py
 
 Draw on the sketchpad or upload a photo or scan of one digit: the page shows the model's top 3 digits
-and the 28x28 picture it actually sees. A drawing goes through the same preprocessing as predict.py
-(predict.preprocess). The upload's handler is also the API endpoint /predict (gradio_client).
+and the 28x28 picture it actually sees. Both go through predict.py's preprocessing (predict.preprocess),
+and an upload is read as predict.py reads a file (predict.load_image). The upload's handler is also the
+API endpoint /predict (gradio_client).
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 from PIL import Image
 
 from model import Net
-from predict import DEFAULT_CHECKPOINT, NoDigitError, predict, preprocess, to_grey
+from predict import DEFAULT_CHECKPOINT, NoDigitError, load_image, predict, preprocess, to_grey, unreadable
 from utils import MNIST_MEAN, MNIST_STD, load_checkpoint
 
 NO_DIGIT = "no digit found"
@@ -27,14 +29,12 @@ BRUSH = 18
 PREVIEW_SCALE = 8  # the 28x28 picture shown as 224x224, each pixel a square
 
 
-def read_picture(model, picture):
-    """(what gr.Label shows, the 28x28 picture the model saw) for a PIL picture; (None, None) for none.
+def read_picture(model, grey):
+    """(what gr.Label shows, the 28x28 picture the model saw) for a grey picture [H, W] in [0, 1].
 
     The label is {digit: probability} for the top 3, or NO_DIGIT when the picture holds no digit."""
-    if picture is None:
-        return None, None
     try:
-        image = preprocess(to_grey(picture))
+        image = preprocess(grey)
     except NoDigitError:
         return NO_DIGIT, None
     probs = predict(model, image)[0]
@@ -49,7 +49,22 @@ def read_sketch(model, sketch):
     composite = (sketch or {}).get("composite")
     if composite is None or not np.asarray(composite.convert("RGBA"))[..., 3].any():
         return None, None
-    return read_picture(model, composite)
+    return read_picture(model, to_grey(composite))
+
+
+def read_upload(model, upload):
+    """read_picture for an uploaded file (a path, or the upload's file data as Gradio sends it), read as
+    predict.py reads one: EXIF rotation, transparency as white paper, 16-bit, the size limit. (None, None)
+    when there is none. A file that is not a readable picture raises gr.Error: one line on the page."""
+    if upload is None:
+        return None, None
+    path = upload["path"] if isinstance(upload, dict) else upload
+    name = (upload.get("orig_name") if isinstance(upload, dict) else None) or Path(path).name
+    try:
+        grey = load_image(path)
+    except Exception as error:  # whatever the file holds, the page stays up and says why
+        raise gr.Error(f"{name}: cannot read a picture ({unreadable(error)})", print_exception=False) from None
+    return read_picture(model, grey)
 
 
 def build_app(model):
@@ -73,8 +88,10 @@ def build_app(model):
                 seen = gr.Image(label="what the model sees (28×28)", interactive=False, elem_id="seen")
         sketch.change(lambda value: read_sketch(model, value), sketch, [answer, seen], api_name=False,
                       trigger_mode="always_last", show_progress="hidden")
-        upload.change(lambda picture: read_picture(model, picture)[0], upload, answer, api_name="predict")
-        upload.change(lambda picture: read_picture(model, picture)[1], upload, seen, api_name=False)
+        # preprocess=False: the handler gets the uploaded file itself, not Gradio's RGB decoding of it.
+        upload.change(lambda file: read_upload(model, file)[0], upload, answer, api_name="predict",
+                      preprocess=False).success(lambda file: read_upload(model, file)[1], upload, seen,
+                                                api_name=False, preprocess=False)
     return app
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model import Net
 from utils import IMAGE_SIZE, device_arg, get_device, load_checkpoint, normalize
 
-# Trained by this repository (the OneCycle recipe, seed 1; the README says how and how well).
+# Trained by this repository (the tuned recipe, seed 1; the README says how and how well).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_tuned.pt"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures (or decompression bombs) are refused
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
@@ -64,6 +64,9 @@ def load_image(path):
                     return to_grey(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         pass  # larger than PIL's own limit
+    except UnidentifiedImageError:  # its own message repeats the path
+        raise ValueError("not in a picture format that Pillow reads; give a PNG, JPEG, BMP, TIFF, "
+                         "GIF or WebP file") from None
     raise ValueError(f"the picture is larger than {MAX_PIXELS // 1_000_000} megapixels (or its header says so); "
                      "shrink it first")
 
@@ -168,6 +171,11 @@ def preprocess(grey):
     return normalize(torch.from_numpy(canvas)[None, None])
 
 
+def unreadable(error):
+    """Why a picture could not be read, in a few words: an OSError's own reason, else the error's message."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 @torch.no_grad()
 def predict(model, images, device="cpu"):
     """Class probabilities [N, 10] for a batch of preprocessed images."""
@@ -199,8 +207,7 @@ def main(argv=None):
             print(f"{path}: no digit found ({reason})")
             continue
         except Exception as error:  # whatever the file holds, the pictures after it are still read
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            print(f"error: {path}: cannot read a picture ({reason})", file=sys.stderr)
+            print(f"error: {path}: cannot read a picture ({unreadable(error)})", file=sys.stderr)
             failures += 1
             continue
         probs = predict(model, image, device)[0]

@@ -9,14 +9,15 @@ import sys
 import time
 import urllib.request
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, png_claiming
 from PIL import Image, ImageDraw
 
 import utils
-from app import NO_DIGIT, read_picture, read_sketch
+from app import NO_DIGIT, read_sketch, read_upload
 from model import Net
 from predict import DEFAULT_CHECKPOINT
 from utils import get_data_loaders, load_checkpoint
@@ -62,12 +63,32 @@ def test_a_sketch_with_no_digit_says_so(model, picture):
     assert read_sketch(model, picture) == (NO_DIGIT, None)
 
 
-def test_read_picture_takes_an_upload(model):
+def uploads(folder):
+    """A seven as people upload one: a photo, black ink on transparent paper (as drawing programs export
+    it), a 16-bit scan. Their file names."""
     photo = Image.new("RGB", (640, 480), (235, 230, 220))
     ImageDraw.Draw(photo).line([(250 + 160 * x, 80 + 320 * y) for x, y in SEVEN], fill=(20, 30, 90), width=24)
-    label, preview = read_picture(model, photo)
-    assert max(label, key=label.get) == "7" and preview is not None
-    assert read_picture(model, None) == (None, None)
+    photo.save(folder / "photo.jpg")
+    sketch(SEVEN, size=300, width=22)["composite"].save(folder / "transparent.png")
+    Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 250).save(folder / "scan16.png")
+    return ["photo.jpg", "transparent.png", "scan16.png"]
+
+
+def test_an_upload_is_read_as_predict_py_reads_the_file(model, tmp_path):
+    for name in uploads(tmp_path):
+        label, preview = read_upload(model, {"path": str(tmp_path / name), "orig_name": name})
+        assert max(label, key=label.get) == "7" and preview is not None, name
+    assert read_upload(model, None) == (None, None)
+
+
+def test_an_unreadable_upload_is_one_line_on_the_page(model, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a picture")
+    png_claiming(tmp_path / "huge.png", 100_000, 100_000)
+    for name, why in [("notes.txt", "not in a picture format"), ("huge.png", "larger than 40 megapixels")]:
+        with pytest.raises(gr.Error) as refusal:
+            read_upload(model, str(tmp_path / name))
+        assert refusal.value.message.startswith(f"{name}: cannot read a picture (") and why in refusal.value.message
+        assert "\n" not in refusal.value.message
 
 
 def test_the_shipped_weights_are_small_and_load_safely():
@@ -117,6 +138,7 @@ def server(tmp_path_factory):
 
 def test_the_api_endpoint_answers_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     photo = Image.new("L", (300, 300), 255)
     ImageDraw.Draw(photo).line([(300 * x, 300 * y) for x, y in SEVEN], fill=0, width=22)
@@ -127,6 +149,11 @@ def test_the_api_endpoint_answers_gradio_client(server, tmp_path):
     assert result["label"] == "7" and len(result["confidences"]) == 3
     assert result["confidences"][0]["label"] == "7" and result["confidences"][0]["confidence"] > 0.5
     assert client.predict(handle_file(str(tmp_path / "blank.png")), api_name="/predict")["label"] == NO_DIGIT
+    for name in uploads(tmp_path):
+        assert client.predict(handle_file(str(tmp_path / name)), api_name="/predict")["label"] == "7", name
+    (tmp_path / "notes.txt").write_text("not a picture")
+    with pytest.raises(AppError, match="^notes.txt: cannot read a picture \\(not in a picture format"):
+        client.predict(handle_file(str(tmp_path / "notes.txt")), api_name="/predict")
 
 
 def chromium():
@@ -134,7 +161,7 @@ def chromium():
 
 
 @pytest.mark.skipif(chromium() is None, reason="no Chromium here: apt-get install chromium (.ci/run does)")
-def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server):
+def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -162,5 +189,8 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server):
                                                                           "height": 600})
             page.get_by_label("Clear canvas").click()
             expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
+            page.get_by_role("tab", name="Upload").click()
+            page.locator("#upload input[type=file]").set_input_files(tmp_path / uploads(tmp_path)[1])
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
         finally:
             browser.close()

@@ -174,9 +174,13 @@ def test_pictures_too_large_are_refused_before_decoding(tmp_path, width, height)
         load_image(png_claiming(tmp_path / "bomb.png", width, height))
 
 
-def test_folders_and_pipes_are_refused_without_reading(tmp_path):
+def test_folders_pipes_and_other_files_are_refused_with_a_reason(tmp_path):
     with pytest.raises(ValueError, match="folder"):
         load_image(tmp_path)
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(ValueError, match="not a regular file"):
         load_image(tmp_path / "pipe")  # opening it would wait for a writer forever
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(ValueError, match="^not in a picture format that Pillow reads; give a PNG") as refusal:
+        load_image(tmp_path / "notes.png")
+    assert "notes.png" not in str(refusal.value)  # the caller names the file (the app's is a temporary copy)

@@ -6,8 +6,9 @@
 # Once, on a machine with the data (the device machine has no network; MNIST travels gzipped, ~11 MB):
 #   mkdir -p .gpu && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" > ".gpu/${f##*/}.gz"; done
 #   echo /.gpu/ >> .git/info/exclude
-# Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check.log and results.tgz
-# (the JSON of every run) into $OUT. Rehearse it here on the CPU, in a minute, with tiny settings:
+# Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check.log and results/ (the
+# JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished.
+# Rehearse it here on the CPU with tiny settings (~10 min on 2 cores; fp16, slow on a CPU, hits its cap):
 #   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
 #   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -15,8 +16,8 @@ OUT=${OUT:-/tmp/gpu_check}
 EXTRA=${EXTRA:-}            # appended to every full run (argparse: the last value wins)
 THROUGHPUT=${THROUGHPUT:-}  # appended to the throughput run
 TESTS=${TESTS:-tests/test_cuda.py}
-results=$(mktemp -d)
-mkdir -p "$OUT"
+results=$OUT/results
+mkdir -p "$results"
 if [ -z "${MNIST_DATA_DIR:-}" ]; then
     export MNIST_DATA_DIR=/tmp/mnist
     mkdir -p "$MNIST_DATA_DIR/MNIST/raw"
@@ -55,4 +56,3 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     full time_s5_reduce-overhead --recipe s5 --seeds 1 --compile reduce-overhead
     date -u
 } 2>&1 | tee "$OUT/gpu_check.log"
-tar czf "$OUT/results.tgz" -C "$results" .

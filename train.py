@@ -43,6 +43,7 @@ from utils import (
     make_scheduler,
     new_history,
     plot_train_metrics,
+    precision_note,
     read_checkpoint,
     run_config,
     save_history,
@@ -199,6 +200,9 @@ def main(argv=None):
             new_dir.rmdir()  # nothing was written to it
         sys.exit(f"error: {error}")
     print(f"device {device}, pipeline {config['pipeline']}, {recipe}")
+    note = precision_note(recipe.precision, device)
+    if note:
+        print(note)
     if paths and run_dir:
         print(f"run folder: {run_dir}")
 

@@ -7,6 +7,7 @@
     python benchmarks/bench.py --mode full --recipe onecycle --seeds 10
     python benchmarks/bench.py --mode full --pipeline s5 --seeds 1
     python benchmarks/bench.py --compile cudagraphs    # also the fast path with its step replayed as CUDA graphs
+    python benchmarks/bench.py --precision fp32        # the fast path in another precision (fp16: slow on CPUs)
     python benchmarks/bench.py --mode full --precision fp16 --compile cudagraphs
     python benchmarks/bench.py --mode augment          # batched augmentation: torch vs kornia vs torchvision v2
 
@@ -81,14 +82,16 @@ def throughput(args, device):
 
     The original S5 pipeline runs first: the fast path keeps freed memory for reuse (keep_freed_memory),
     a setting of the whole process that the original must not get. With --compile, the fast path runs a
-    third time with its step compiled (the compile falls in the warm-up, untimed).
+    third time with its step compiled (the compile falls in the warm-up, untimed). --precision sets the fast
+    path's (the original's is fp32).
     """
-    setups = {"original S5 pipeline": ("s5", "off"), "fast path (default)": ("fast", "off")}
+    fast_path = "fast path (default)" if args.precision in (None, "auto") else f"fast path, {args.precision}"
+    setups = {"original S5 pipeline": ("s5", "off"), fast_path: ("fast", "off")}
     if args.compile != "off":
-        setups[f"fast path, --compile {args.compile}"] = ("fast", args.compile)
+        setups[f"{fast_path}, --compile {args.compile}"] = ("fast", args.compile)
     medians = {}
     for name, (pipeline, compile_mode) in setups.items():
-        recipe = get_recipe("s5", pipeline)
+        recipe = get_recipe("s5", pipeline, precision=args.precision if pipeline == "fast" else None)
         step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
         if pipeline == "fast" and device.type == "cpu":
             keep_freed_memory()
@@ -118,6 +121,8 @@ def throughput(args, device):
     if compiled:
         ratios += f"; compiled / original: {compiled[0] / slow:.2f}x, compiled / fast: {compiled[0] / fast:.2f}x"
     print(ratios)
+    if args.precision not in (None, "auto"):  # the limit below is the default precision's
+        return {"images_per_s": medians, "ratio": fast / slow}
     dtype = utils.autocast_dtype(device) or torch.float32
     rate = matmul_rate(device, dtype, args.matmul_size, args.repeats)
     flops = training_flops_per_image(device)
@@ -299,7 +304,8 @@ def main():
     p.add_argument("--out", help="full: JSON file for the results "
                    "(default: benchmarks/results/RECIPE_PIPELINE_DEVICE[_PRECISION][_COMPILE]_seedsA-B.json)")
     p.add_argument("--overwrite", action="store_true", help="full: replace --out if it exists")
-    p.add_argument("--precision", choices=utils.PRECISIONS, help="full: override the recipe's precision")
+    p.add_argument("--precision", choices=utils.PRECISIONS,
+                   help="the fast path's precision (throughput) or the recipe's (full); default: the recipe's")
     p.add_argument("--compile", choices=utils.COMPILE_MODES, default="off",
                    help="throughput: also time the fast path compiled so; full: compile the runs' step so")
     p.add_argument("--matmul-size", type=positive, default=4096, help="throughput: n of the n x n matmul timed")

@@ -203,6 +203,17 @@ def test_bench_seeds_summarise_every_run(mnist_root, tmp_path):
     assert code != 0 and "already exists" in err and out.read_bytes() == before
 
 
+def test_bench_throughput_times_the_precision_asked_for(mnist_root, tmp_path):
+    tiny = ("--batch-size", 64, "--batches", 2, "--repeats", 1, "--matmul-size", 64, "--data-dir", mnist_root)
+    code, stdout, err = run("bench.py", *tiny, "--precision", "fp32", cwd=tmp_path)
+    assert code == 0, err
+    assert "original S5 pipeline: median" in stdout and "fast path, fp32: median" in stdout
+    assert "ratio fast / original" in stdout and "matmul rate" not in stdout  # the limit is the default's
+    code, stdout, err = run("bench.py", *tiny, cwd=tmp_path)
+    assert code == 0, err
+    assert "fast path (default): median" in stdout and "the fast path reaches" in stdout
+
+
 def test_training_flops_per_image_match_the_net():
     # Multiply-accumulates of one forward pass, layer by layer (model.Net's docstring has the shapes).
     macs = 26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 10 * 10 * 128 * 64 * 9 + 8 * 8 * 256 * 128 * 9 + 4096 * 50 + 500

@@ -89,9 +89,11 @@ def build_app(model):
         sketch.change(lambda value: read_sketch(model, value), sketch, [answer, seen], api_name=False,
                       trigger_mode="always_last", show_progress="hidden")
         # preprocess=False: the handler gets the uploaded file itself, not Gradio's RGB decoding of it.
-        upload.change(lambda file: read_upload(model, file)[0], upload, answer, api_name="predict",
-                      preprocess=False).success(lambda file: read_upload(model, file)[1], upload, seen,
-                                                api_name=False, preprocess=False)
+        reading = upload.upload(lambda file: read_upload(model, file)[0], upload, answer, api_name="predict",
+                                preprocess=False)
+        reading.success(lambda file: read_upload(model, file)[1], upload, seen, api_name=False, preprocess=False)
+        reading.failure(lambda: (None, None), None, [answer, seen], api_name=False)  # no answer left from before
+        upload.clear(lambda: (None, None), None, [answer, seen], api_name=False)
     return app
 
 

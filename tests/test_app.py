@@ -192,5 +192,13 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
             page.get_by_role("tab", name="Upload").click()
             page.locator("#upload input[type=file]").set_input_files(tmp_path / uploads(tmp_path)[1])
             expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
+            (tmp_path / "notes.png").write_text("not a picture")
+            page.locator("#upload input[type=file]").set_input_files(tmp_path / "notes.png")
+            expect(page.get_by_text("notes.png: cannot read a picture (not in a picture format")).to_be_visible()
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0)  # the 7 is gone
+            page.locator("#upload input[type=file]").set_input_files(tmp_path / "photo.jpg")
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
+            page.locator("#upload").get_by_label("Remove Image").click()
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
         finally:
             browser.close()

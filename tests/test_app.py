@@ -64,14 +64,17 @@ def test_a_sketch_with_no_digit_says_so(model, picture):
 
 
 def uploads(folder):
-    """A seven as people upload one: a photo, black ink on transparent paper (as drawing programs export
-    it), a 16-bit scan. Their file names."""
+    """A seven as people upload one: a photo, a phone's photo stored sideways (EXIF orientation 6), black ink
+    on transparent paper (as drawing programs export it), a 16-bit scan. Their file names."""
     photo = Image.new("RGB", (640, 480), (235, 230, 220))
     ImageDraw.Draw(photo).line([(250 + 160 * x, 80 + 320 * y) for x, y in SEVEN], fill=(20, 30, 90), width=24)
     photo.save(folder / "photo.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
+    photo.transpose(Image.Transpose.ROTATE_90).save(folder / "sideways.jpg", exif=exif.tobytes())
     sketch(SEVEN, size=300, width=22)["composite"].save(folder / "transparent.png")
     Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 250).save(folder / "scan16.png")
-    return ["photo.jpg", "transparent.png", "scan16.png"]
+    return ["photo.jpg", "sideways.jpg", "transparent.png", "scan16.png"]
 
 
 def test_an_upload_is_read_as_predict_py_reads_the_file(model, tmp_path):
@@ -190,7 +193,8 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
             page.get_by_label("Clear canvas").click()
             expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
             page.get_by_role("tab", name="Upload").click()
-            page.locator("#upload input[type=file]").set_input_files(tmp_path / uploads(tmp_path)[1])
+            uploads(tmp_path)
+            page.locator("#upload input[type=file]").set_input_files(tmp_path / "transparent.png")
             expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
             (tmp_path / "notes.png").write_text("not a picture")
             page.locator("#upload input[type=file]").set_input_files(tmp_path / "notes.png")

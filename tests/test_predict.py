@@ -54,6 +54,17 @@ def test_a_photo_like_digit_matches_its_mnist_style_version(points, tmp_path):
     assert correlation(ours, mnist_style(SEVEN if points is FOUR else FOUR)) < 0.6
 
 
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    upright = draw(SEVEN, (300, 400), (50, 80, 200), (20, 30, 90), (235, 230, 220), 24)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as the camera wrote the pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=90)
+    reference = preprocess(grey(upright))
+    assert correlation(preprocess(load_image(tmp_path / "phone.jpg")), reference) > 0.99
+    assert correlation(preprocess(grey(stored)), reference) < 0.5  # read as stored, it is another picture
+
+
 def test_output_follows_mnist_conventions(tmp_path):
     draw(SEVEN, (400, 300), (10, 20, 200), "black", "white", 16).save(tmp_path / "seven.png")
     image = preprocess(load_image(tmp_path / "seven.png"))

@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects;
 and a fresh run (model, optimizer, scheduler) for the checkpoint and interruption tests."""
 
+import signal
 import struct
 import sys
 import zlib
@@ -23,6 +24,20 @@ from utils import (  # noqa: E402
 )
 
 N_TRAIN, N_TEST = 512, 128
+
+
+def train_py_refusal(*args):
+    """The one line `python train.py ARGS` exits with when it refuses to run, from train.main in this process
+    (no interpreter to start: seconds less per case); fails if it does not refuse."""
+    import train
+
+    handler = signal.getsignal(signal.SIGTERM)  # train.main makes SIGTERM stop a run: put pytest's back
+    try:
+        with pytest.raises(SystemExit) as exit:
+            train.main([str(arg) for arg in args])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return str(exit.value)
 
 
 def write_idx(path, tensor, magic):

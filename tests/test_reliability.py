@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, new_run
+from conftest import ROOT, new_run, train_py_refusal
 
 import utils
 from model import Net
@@ -175,16 +175,8 @@ def test_a_nan_loss_stops_fp16_training_too():
 
 
 def test_train_py_refuses_regularisation_out_of_range_in_one_line(mnist_root, tmp_path):
-    import train
-
     for flags, message in ((["--weight-decay", "-1"], "error: weight_decay must be a number >= 0, got -1.0"),
                            (["--recipe", "tuned", "--label-smoothing", "1"],
                             "error: label_smoothing must be in [0, 1), got 1.0")):
-        handler = signal.getsignal(signal.SIGTERM)  # train.main makes SIGTERM stop a run: put pytest's back
-        try:
-            with pytest.raises(SystemExit) as exit:
-                train.main([*flags, "--data-dir", str(mnist_root), "--runs-dir", str(tmp_path)])
-        finally:
-            signal.signal(signal.SIGTERM, handler)
-        assert str(exit.value) == message
+        assert train_py_refusal(*flags, "--data-dir", mnist_root, "--runs-dir", tmp_path) == message
     assert not list(tmp_path.iterdir())  # no run folder for a refused run

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, write_idx
+from conftest import ROOT, train_py_refusal, write_idx
 
 from model import Net
 from utils import IDX_LABELS_MAGIC, MNIST_FILES, load_checkpoint
@@ -109,25 +109,27 @@ def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
 def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_path):
     assert train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=tmp_path).returncode == 0
     run = tmp_path / "runs" / "exp"
-    for flag, value, was in (("--lr", "0.1", "0.01"), ("--seed", "7", "1"), ("--recipe", "onecycle", "s5")):
-        result = train("--resume", run, "--epochs", "3", flag, value, "--data-dir", mnist_root, cwd=tmp_path)
-        one_line_error(result, f"{flag} {value} differs from the resumed run's {was}; a resumed run keeps its settings")
-    nothing = train("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
-    one_line_error(nothing, f"nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; pass --epochs "
-                            "above 2 to train further")
-    branch = train("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root, cwd=tmp_path)
-    one_line_error(branch, f"{run / 'last.pt'} holds this run's latest epoch; resume from it")
+    result = train("--resume", run, "--epochs", "3", "--lr", "0.1", "--data-dir", mnist_root, cwd=tmp_path)
+    one_line_error(result, "--lr 0.1 differs from the resumed run's 0.01; a resumed run keeps its settings")
+    for flag, value, was in (("--seed", "7", "1"), ("--recipe", "onecycle", "s5")):
+        assert train_py_refusal("--resume", run, "--epochs", "3", flag, value, "--data-dir", mnist_root).startswith(
+            f"error: {flag} {value} differs from the resumed run's {was}; a resumed run keeps its settings")
+    assert train_py_refusal("--resume", run, "--data-dir", mnist_root) == (
+        f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; pass --epochs above 2 to "
+        "train further")
+    assert train_py_refusal("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root).startswith(
+        f"error: {run / 'last.pt'} holds this run's latest epoch; resume from it")
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run
 
 
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):
     assert train("--data-dir", mnist_root, "--recipe", "onecycle", "--epochs", "2", *SMALL,
                  cwd=tmp_path).returncode == 0
-    result = train("--resume", "runs/exp", "--epochs", "4", "--data-dir", mnist_root, cwd=tmp_path)
-    one_line_error(result, "a OneCycle run cannot be extended: its learning rate was laid out over 2 epochs; "
-                           "start a new run with --epochs 4")
-    result = train("--resume", "runs/exp", "--data-dir", mnist_root, cwd=tmp_path)
-    one_line_error(result, "nothing left to train")
+    run = tmp_path / "runs" / "exp"
+    assert train_py_refusal("--resume", run, "--epochs", "4", "--data-dir", mnist_root) == (
+        "error: a OneCycle run cannot be extended: its learning rate was laid out over 2 epochs; start a new run "
+        "with --epochs 4")
+    assert train_py_refusal("--resume", run, "--data-dir", mnist_root).startswith("error: nothing left to train")
 
 
 def test_labels_out_of_range_are_refused_before_training(fresh_mnist_root, tmp_path):

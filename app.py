@@ -58,7 +58,10 @@ def read_upload(model, upload):
     when there is none. A file that is not a readable picture raises gr.Error: one line on the page."""
     if upload is None:
         return None, None
-    path = upload["path"] if isinstance(upload, dict) else upload
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if path is None:  # file data with a URL or nothing instead: not what Gradio's clients send
+        raise gr.Error("the upload holds no file; send the picture as one (gradio_client: handle_file(PATH))",
+                       print_exception=False)
     name = (upload.get("orig_name") if isinstance(upload, dict) else None) or Path(path).name
     try:
         grey = load_image(path)

@@ -92,6 +92,10 @@ def test_an_unreadable_upload_is_one_line_on_the_page(model, tmp_path):
             read_upload(model, str(tmp_path / name))
         assert refusal.value.message.startswith(f"{name}: cannot read a picture (") and why in refusal.value.message
         assert "\n" not in refusal.value.message
+    for data in ({"url": "data:image/png;base64,iVBORw0KGgo=", "meta": {"_type": "gradio.FileData"}}, {}):
+        with pytest.raises(gr.Error) as refusal:
+            read_upload(model, data)  # file data that only raw API calls send
+        assert refusal.value.message.startswith("the upload holds no file; send the picture as one")
 
 
 def test_the_shipped_weights_are_small_and_load_safely():

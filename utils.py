@@ -461,8 +461,8 @@ def precision_note(precision, device):
     if precision == "auto" or device.type not in ("cpu", "cuda"):
         return None
     if dtype == torch.bfloat16 and autocast_dtype(device) != torch.bfloat16:
-        return (f"note: this {device.type.upper()} has no native bf16, so bf16 runs emulated, slower than fp32; "
-                "--precision auto picks what is native")
+        return (f"note: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bf16, so bf16 runs "
+                "emulated in software, which is slow; --precision auto picks what is native")
     if dtype == torch.float16 and device.type == "cpu" and not getattr(torch.cpu, "_is_amx_fp16_supported",
                                                                         lambda: False)():
         return ("note: fp16 is slow on a CPU without AMX-FP16 (a training step ran 29x slower than in fp32 on an "

@@ -519,15 +519,45 @@ def _prepare(model, channels_last):
         model.to(memory_format=torch.channels_last)
 
 
-def _to_device(data, target, device, channels_last):
+def _unpack(batch):
+    """(images, labels) of one batch as the loader made it, checked where torch's own errors would be
+    unclear: a pair of tensors, and labels that are one integer class index per image."""
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = (f"a dict with keys {list(batch)}" if isinstance(batch, dict) else
+               f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__)
+        raise TypeError(f"a loader must yield (images, labels) pairs, got {got}")
+    data, target = batch
     for name, value in (("images", data), ("labels", target)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"the loader yielded {name} as {type(value).__module__}.{type(value).__name__}; a "
                             "loader must yield (images, labels) torch tensors (transforms.ToTensor, torch.from_numpy)")
+    if target.dim() != 1:
+        one_hot = target.dim() == 2 and target.shape[1] > 1
+        hint = "labels.argmax(1) if they are one-hot" if one_hot else "labels.view(-1)"
+        raise ValueError(f"labels must be one class index per image, shape [N], got {list(target.shape)}; use {hint}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got {target.dtype}; convert with labels.long()")
+    if data.dim() and len(target) != len(data):
+        raise ValueError(f"the loader yielded {len(data)} images but {len(target)} labels in one batch")
+    return data, target
+
+
+def _to_device(data, target, device, channels_last):
     data = data.to(device, non_blocking=True)
     if channels_last and data.dim() == 4:
         data = data.contiguous(memory_format=torch.channels_last)
     return data, target.to(device, non_blocking=True)
+
+
+def _check_classes(target, classes):
+    """Labels in 0..classes-1, checked where they are on the CPU (there it costs no device sync; on CUDA an
+    index out of range would be a device-side assert, so loaders that put labels there check them first, as
+    get_data_loaders does)."""
+    if target.device.type == "cpu" and target.numel():
+        low, high = target.min().item(), target.max().item()
+        if low < 0 or high >= classes:
+            raise ValueError(f"labels must be class indices 0-{classes - 1} for this model's {classes} outputs, "
+                             f"got {low if low < 0 else high}")
 
 
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
@@ -554,13 +584,15 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     pending = []  # per-batch losses not yet checked
-    for batch_idx, (data, target) in enumerate(bar, start=1):
-        data, target = _to_device(data, target, device, channels_last)
+    for batch_idx, batch in enumerate(bar, start=1):
+        images, labels = _unpack(batch)  # checked as the loader made them
+        data, target = _to_device(images, labels, device, channels_last)
         optimizer.zero_grad(set_to_none=True)
         if compile_mode != "off":  # a new step: CUDA graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()
         with amp:
             output = forward(data)
+        _check_classes(labels, output.shape[1])
         loss = criterion(output.float(), target)
         if scaler is None:
             loss.backward()
@@ -617,12 +649,14 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     losses = []  # per batch, checked at the end: a NaN model or batch raises, as in train
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    for data, target in test_loader:
-        data, target = _to_device(data, target, device, channels_last)
+    for batch in test_loader:
+        images, labels = _unpack(batch)  # checked as the loader made them
+        data, target = _to_device(images, labels, device, channels_last)
         if compile_mode != "off":
             torch.compiler.cudagraph_mark_step_begin()
         with amp:
             output = forward(data)
+        _check_classes(labels, output.shape[1])
         losses.append(criterion(output.float(), target))
         loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()

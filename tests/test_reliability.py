@@ -145,6 +145,31 @@ def test_a_loader_of_numpy_arrays_is_named():
         utils.test(Net(), "cpu", batches)
 
 
+IMAGES, LABELS = torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("batch, error, message", [
+    ({"image": IMAGES, "label": LABELS}, TypeError, "a loader must yield (images, labels) pairs, got a dict with keys "
+                                                    "['image', 'label']"),
+    ((IMAGES, LABELS, LABELS), TypeError, "a loader must yield (images, labels) pairs, got 3 items"),
+    ((IMAGES, torch.eye(10)[LABELS]), ValueError, "labels must be one class index per image, shape [N], got [4, 10]; "
+                                                  "use labels.argmax(1) if they are one-hot"),
+    ((IMAGES, LABELS[:, None]), ValueError, "got [4, 1]; use labels.view(-1)"),
+    ((IMAGES, LABELS.float()), TypeError, "labels must be integer class indices, got torch.float32; convert with "
+                                          "labels.long()"),
+    ((IMAGES, LABELS[:3]), ValueError, "the loader yielded 4 images but 3 labels in one batch"),
+    ((IMAGES, LABELS + 7), ValueError, "labels must be class indices 0-9 for this model's 10 outputs, got 10"),
+    ((IMAGES, LABELS - 1), ValueError, "labels must be class indices 0-9 for this model's 10 outputs, got -1"),
+])
+def test_batches_that_are_not_images_and_class_indices_are_named(batch, error, message):
+    model, optimizer, _ = new_run()
+    for run in (lambda: utils.train(model, "cpu", [batch], optimizer), lambda: utils.test(model, "cpu", [batch])):
+        with pytest.raises(error) as refusal:
+            run()
+        assert message in str(refusal.value) and "\n" not in str(refusal.value)
+    utils.train(model, "cpu", [(IMAGES, LABELS.to(torch.uint8))], optimizer)  # bytes are class indices too
+
+
 def test_the_original_pipeline_trains_as_the_original_did():
     original = get_recipe("s5", "s5")
     assert (original.precision, original.channels_last) == ("fp32", False)

@@ -6,7 +6,7 @@
 Works on photos or scans of a digit written on paper (dark ink on a light background, any size,
 off-centre, colour or grey; 8-bit, 16-bit or float; transparent parts count as white paper) and on
 MNIST-style images (light on dark): each is turned into what MNIST looks like before the model sees it
-(see preprocess). A picture with no digit on it (blank, noise, a page with a dark area) is answered
+(see preprocess). A picture with no digit on it (blank, noise, a page with a dark area, a dash) is answered
 "no digit found"; files that cannot be read get an error line, and the others still run. Pictures of
 more than MAX_PIXELS pixels are refused before they are decoded.
 """
@@ -35,12 +35,13 @@ INK_THRESHOLD = 0.3  # after contrast stretching, brighter than this counts as i
 
 # When a picture holds no digit. Calibrated on the 70,000 MNIST digits, which all pass with a margin
 # (at most: ink on 43% of the picture and on 4.5% of its edge; the 3 largest pieces hold >= 84% of the
-# ink; strokes at most 5 pixels deep in 28x28).
+# ink; strokes at most 5 pixels deep in 28x28; ink at most 2.5 times as wide as it is tall).
 MIN_SIGNAL_TO_NOISE = 10  # the darkest ink against the paper's pixel-to-pixel noise
 MAX_INK = 0.5  # share of the picture's pixels that are ink
 MAX_EDGE_INK = 0.15  # share of the picture's edge pixels that are ink
 MIN_MAIN_PIECES = 0.75  # share of the ink in its 3 largest connected pieces
 MAX_STROKE_DEPTH = 6  # pixels from a stroke's inside to its outside, in the 28x28 image
+MAX_WIDTH_TO_HEIGHT = 5  # the ink's width over its height: wider is a dash, a line or an underline
 
 
 class NoDigitError(ValueError):
@@ -147,12 +148,14 @@ def preprocess(grey):
 
     Find the ink (find_ink), crop to it, fit into a 20x20 box keeping the aspect ratio, and place it in
     28x28 so that its centre of mass is at the centre. Raises NoDigitError for a picture with no digit
-    (see find_ink; also ink that is a solid blob rather than strokes).
+    (see find_ink; also ink far wider than tall, or a solid blob rather than strokes).
     """
     ink = find_ink(grey)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     ink = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
     h, w = ink.shape
+    if w > MAX_WIDTH_TO_HEIGHT * h:
+        raise NoDigitError(f"the ink is {w / h:.0f} times as wide as it is tall: a dash or a line, not a digit")
     scale = DIGIT_BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     digit = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.LANCZOS),

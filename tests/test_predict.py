@@ -135,6 +135,8 @@ NO_DIGIT = {
     "light gradient": np.tile(np.linspace(0.2, 1, 640, dtype=np.float32), (480, 1)),
     "a blot": blob(100),
     "a dot": blob(10),
+    "a dash": grey(draw([(0.1, 0.5), (0.9, 0.5)], (640, 480), (0, 0, 640), 0, 255, 16, "L")),
+    "a thin line across": grey(draw([(0, 0.5), (1, 0.5)], (10_000, 3), (0, 0, 10_000), 0, 255, 1, "L")),
 }
 
 

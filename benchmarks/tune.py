@@ -18,6 +18,7 @@ saves plots of the search beside the journal (or into --plots).
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -126,8 +127,26 @@ def open_storage(address):
         return storage
     if not is_journal(address):
         return optuna.storages.RDBStorage(address)
+    check_journal(address)
     Path(address).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(address))
+
+
+def check_journal(path):
+    """Refuse a --storage file that holds something other than an Optuna journal: Optuna would append
+    the study to it (notes, a checkpoint: a mistyped path)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as journal:
+        first = journal.readline(1 << 16)
+    try:
+        record = json.loads(first)
+    except ValueError:  # not JSON, or not UTF-8
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise ValueError(f"{path} is not an Optuna journal (its first line is no journal record); give the "
+                         "study's journal, or a new file")
 
 
 def load_study(storage, args):

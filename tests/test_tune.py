@@ -176,6 +176,15 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         assert str(exit.value).startswith("error: ") and message in str(exit.value)
         assert "\n" not in str(exit.value)
     assert len(trials(journal)) == 1  # nothing was added by a refused worker
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    for mistyped in (tmp_path / "notes.txt", ROOT / "weights" / "s5_tuned.pt"):
+        before = mistyped.read_bytes()
+        for extra in (["--epochs", "1"], ["--report"]):
+            with pytest.raises(SystemExit) as exit:
+                tune.main(common[:2] + ["--storage", str(mistyped)] + extra)
+            assert str(exit.value) == (f"error: {mistyped} is not an Optuna journal (its first line is no journal "
+                                       "record); give the study's journal, or a new file")
+        assert mistyped.read_bytes() == before  # not a byte appended
     with pytest.raises(SystemExit, match="error: no journal file at .*missing.journal; give the study's --storage"):
         tune.main(["--storage", str(tmp_path / "missing.journal"), "--report"])
     assert not (tmp_path / "missing.journal").exists()

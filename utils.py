@@ -917,9 +917,13 @@ def read_checkpoint(path):
     return state
 
 
-def export_weights(checkpoint_path, path):
+def export_weights(checkpoint_path, path, overwrite=False):
     """Save a checkpoint's weights, epoch, history and settings, without the optimizer's state (a third
-    of the size), to path: a model to share, which load_checkpoint loads (but no run resumes from)."""
+    of the size), to path: a model to share, which load_checkpoint loads (but no run resumes from).
+    Refuses a path that holds a file unless `overwrite` (onto the run's own last.pt, say, it would end
+    the run's resumability)."""
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; give another path, or overwrite=True to replace it")
     state = read_checkpoint(checkpoint_path)
     buffer = io.BytesIO()
     torch.save({**state, "optimizer": None, "scheduler": None, "scaler": None, "kinds": []}, buffer)

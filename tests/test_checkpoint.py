@@ -168,3 +168,15 @@ def test_exported_weights_load_alone_but_resume_nothing(tmp_path):
     _, other_opt, other_sched = new_run(1)
     with pytest.raises(ValueError, match="holds weights without an optimizer's state .*no run resumes from it"):
         load_checkpoint(tmp_path / "weights.pt", Net(), other_opt, other_sched)
+
+
+def test_exporting_onto_a_file_needs_overwrite(tmp_path):
+    model, optimizer, scheduler = new_run(0)
+    save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 5, new_history(), {"seed": 0})
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="last.pt already exists; give another path, or overwrite=True"):
+        export_weights(tmp_path / "last.pt", tmp_path / "last.pt")  # the run would no longer resume
+    assert (tmp_path / "last.pt").read_bytes() == before
+    export_weights(tmp_path / "last.pt", tmp_path / "weights.pt")
+    export_weights(tmp_path / "last.pt", tmp_path / "weights.pt", overwrite=True)  # on purpose: replaced
+    assert load_checkpoint(tmp_path / "weights.pt", Net())[0] == 5

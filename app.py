@@ -91,10 +91,12 @@ def build_app(model):
                 seen = gr.Image(label="what the model sees (28×28)", interactive=False, elem_id="seen")
         sketch.change(lambda value: read_sketch(model, value), sketch, [answer, seen], api_name=False,
                       trigger_mode="always_last", show_progress="hidden")
-        # preprocess=False: the handler gets the uploaded file itself, not Gradio's RGB decoding of it.
-        reading = upload.upload(lambda file: read_upload(model, file)[0], upload, answer, api_name="predict",
+        # preprocess=False: the handler gets the uploaded file itself, not Gradio's RGB decoding of it. The
+        # picture it made waits in a State (which the API leaves out) for the preview, so the file is read once.
+        preview = gr.State()
+        reading = upload.upload(lambda file: read_upload(model, file), upload, [answer, preview], api_name="predict",
                                 preprocess=False)
-        reading.success(lambda file: read_upload(model, file)[1], upload, seen, api_name=False, preprocess=False)
+        reading.success(lambda picture: picture, preview, seen, api_name=False)
         reading.failure(lambda: (None, None), None, [answer, seen], api_name=False)  # no answer left from before
         upload.clear(lambda: (None, None), None, [answer, seen], api_name=False)
     return app

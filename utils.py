@@ -438,6 +438,11 @@ def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast"
 # ----------------------------------------------------------------------------- training
 
 
+def _cpu_has(feature):
+    """Whether this CPU has an instruction set feature, by torch's own probe (False where torch has none)."""
+    return getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)()
+
+
 def autocast_dtype(device):
     """The autocast dtype precision="auto" picks: torch.bfloat16 where the device computes it natively
     (CUDA with bf16, CPUs with AVX512-BF16 or AMX); torch.float16 on CUDA GPUs without it, whose tensor
@@ -447,9 +452,7 @@ def autocast_dtype(device):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device.type == "cpu":
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-            torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if native else None
+        return torch.bfloat16 if _cpu_has("avx512_bf16") or _cpu_has("amx_tile") else None
     return None
 
 
@@ -463,8 +466,7 @@ def precision_note(precision, device):
     if dtype == torch.bfloat16 and autocast_dtype(device) != torch.bfloat16:
         return (f"note: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bf16, so bf16 runs "
                 "emulated in software, which is slow; --precision auto picks what is native")
-    if dtype == torch.float16 and device.type == "cpu" and not getattr(torch.cpu, "_is_amx_fp16_supported",
-                                                                        lambda: False)():
+    if dtype == torch.float16 and device.type == "cpu" and not _cpu_has("amx_fp16"):
         return ("note: fp16 is slow on a CPU without AMX-FP16 (a training step ran 29x slower than in fp32 on an "
                 "AMD EPYC); it is meant for GPUs without bf16 (T4, V100); --precision auto picks what is native")
     return None
@@ -560,6 +562,19 @@ def _check_classes(target, classes):
                              f"got {low if low < 0 else high}")
 
 
+def _forward(forward, batch, device, amp, channels_last, compiled):
+    """One batch through the model, as train and test both run it: checked (_unpack), moved to `device`,
+    run under `amp`; returns (output, labels on the device)."""
+    images, labels = _unpack(batch)
+    data, target = _to_device(images, labels, device, channels_last)
+    if compiled:  # a new step: CUDA graphs may reuse the last step's output memory
+        torch.compiler.cudagraph_mark_step_begin()
+    with amp:
+        output = forward(data)
+    _check_classes(labels, output.shape[1])
+    return output, target
+
+
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
           precision="auto", channels_last=True, scaler=None, compile_mode="off", log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
@@ -585,14 +600,8 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     seen = 0
     pending = []  # per-batch losses not yet checked
     for batch_idx, batch in enumerate(bar, start=1):
-        images, labels = _unpack(batch)  # checked as the loader made them
-        data, target = _to_device(images, labels, device, channels_last)
         optimizer.zero_grad(set_to_none=True)
-        if compile_mode != "off":  # a new step: CUDA graphs may reuse the last step's output memory
-            torch.compiler.cudagraph_mark_step_begin()
-        with amp:
-            output = forward(data)
-        _check_classes(labels, output.shape[1])
+        output, target = _forward(forward, batch, device, amp, channels_last, compile_mode != "off")
         loss = criterion(output.float(), target)
         if scaler is None:
             loss.backward()
@@ -650,13 +659,7 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for batch in test_loader:
-        images, labels = _unpack(batch)  # checked as the loader made them
-        data, target = _to_device(images, labels, device, channels_last)
-        if compile_mode != "off":
-            torch.compiler.cudagraph_mark_step_begin()
-        with amp:
-            output = forward(data)
-        _check_classes(labels, output.shape[1])
+        output, target = _forward(forward, batch, device, amp, channels_last, compile_mode != "off")
         losses.append(criterion(output.float(), target))
         loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()

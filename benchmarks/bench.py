@@ -85,7 +85,8 @@ def throughput(args, device):
     third time with its step compiled (the compile falls in the warm-up, untimed). --precision sets the fast
     path's (the original's is fp32).
     """
-    fast_path = "fast path (default)" if args.precision in (None, "auto") else f"fast path, {args.precision}"
+    default_precision = args.precision in (None, "auto")
+    fast_path = "fast path (default)" if default_precision else f"fast path, {args.precision}"
     setups = {"original S5 pipeline": ("s5", "off"), fast_path: ("fast", "off")}
     if args.compile != "off":
         setups[f"{fast_path}, --compile {args.compile}"] = ("fast", args.compile)
@@ -121,7 +122,7 @@ def throughput(args, device):
     if compiled:
         ratios += f"; compiled / original: {compiled[0] / slow:.2f}x, compiled / fast: {compiled[0] / fast:.2f}x"
     print(ratios)
-    if args.precision not in (None, "auto"):  # the limit below is the default precision's
+    if not default_precision:  # the limit below is the default precision's
         return {"images_per_s": medians, "ratio": fast / slow}
     dtype = utils.autocast_dtype(device) or torch.float32
     rate = matmul_rate(device, dtype, args.matmul_size, args.repeats)

@@ -5,7 +5,7 @@
     python train.py --recipe onecycle        # the short recipe: 8 epochs of Adam under OneCycleLR
     python train.py --resume runs/exp        # continue that run, in its folder
     python train.py --resume runs/exp --epochs 30   # and train it further (StepLR runs only)
-    python train.py --compile cudagraphs     # on a GPU: the step captured once, replayed as CUDA graphs
+    python train.py --compile off            # on a GPU: eager, without the default CUDA graphs
 
 Each run writes into a new folder of its own (best.pt, last.pt, history.json, train_metrics.png) and
 never replaces a file of an earlier run.
@@ -89,9 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 where the hardware does it natively, fp16 on CUDA GPUs without "
                    "it, else fp32; --pipeline s5: fp32")
-    p.add_argument("--compile", choices=COMPILE_MODES, default="off", dest="compile_mode",
-                   help="off (default): eager; cudagraphs: the step captured once and replayed as CUDA graphs "
-                   "(for GPUs, where launching kernels bounds the step); reduce-overhead: also fused by inductor")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="auto", dest="compile_mode",
+                   help="auto (default): graphed on CUDA, else off; off: eager; graphed: forward and backward "
+                   "captured once per batch shape and replayed as CUDA graphs (on GPUs, where launching kernels "
+                   "bounds the step); cudagraphs, reduce-overhead: captured by torch.compile instead")
     p.add_argument("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     p.add_argument("--name", default="exp", help="run folder name: runs/exp, then exp2, exp3, ... (default: exp)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or from this checkpoint)")

@@ -6,10 +6,11 @@
                                                        # accuracy and wall time, mean +- sd, min, max
     python benchmarks/bench.py --mode full --recipe onecycle --seeds 10
     python benchmarks/bench.py --mode full --pipeline s5 --seeds 1
-    python benchmarks/bench.py --compile cudagraphs    # also the fast path with its step replayed as CUDA graphs
+    python benchmarks/bench.py --compile off           # also the fast path eager (on CUDA it is graphed)
     python benchmarks/bench.py --precision fp32        # the fast path in another precision (fp16: slow on CPUs)
-    python benchmarks/bench.py --mode full --precision fp16 --compile cudagraphs
+    python benchmarks/bench.py --mode full --precision fp16 --compile off
     python benchmarks/bench.py --mode augment          # batched augmentation: torch vs kornia vs torchvision v2
+    python benchmarks/bench.py --mode profile --compile off  # where a fast-path step's time goes
 
 Set MNIST_DATA_DIR (or --data-dir) to the folder holding MNIST/raw/.
 """
@@ -53,7 +54,7 @@ from utils import (  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def hardware(device):
+def hardware(device, precision=None):
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
@@ -63,7 +64,8 @@ def hardware(device):
     text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
-    return f"{text}; device {device}, autocast {utils.autocast_dtype(device)}"
+    chosen = f"precision {precision}" if precision not in (None, "auto") else f"autocast {utils.autocast_dtype(device)}"
+    return f"{text}; device {device}, {chosen}"
 
 
 def sync(device):
@@ -87,8 +89,8 @@ def throughput(args, device):
     """
     default_precision = args.precision in (None, "auto")
     fast_path = "fast path (default)" if default_precision else f"fast path, {args.precision}"
-    setups = {"original S5 pipeline": ("s5", "off"), fast_path: ("fast", "off")}
-    if args.compile != "off":
+    setups = {"original S5 pipeline": ("s5", "off"), fast_path: ("fast", "auto")}
+    if args.compile not in (None, "auto"):
         setups[f"{fast_path}, --compile {args.compile}"] = ("fast", args.compile)
     medians = {}
     for name, (pipeline, compile_mode) in setups.items():
@@ -167,7 +169,9 @@ def full_run(args, device):
     the first seed's time includes the compile; later seeds reuse its captures (same process)."""
     recipe = get_recipe(args.recipe, args.pipeline, epochs=args.epochs, precision=args.precision)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    variant = "".join(f"_{value}" for value in (args.precision, args.compile) if value not in (None, "off"))
+    # The original pipeline's step is eager unless --compile says otherwise; the fast path's, the default (auto).
+    compile_mode = args.compile or ("off" if args.pipeline == "s5" else "auto")
+    variant = "".join(f"_{value}" for value in (args.precision, args.compile) if value not in (None, "auto"))
     name = f"{args.recipe}_{args.pipeline}_{device.type}{variant}_seeds{seeds[0]}-{seeds[-1]}.json"
     out = Path(args.out or RESULTS / name)
     check_output(out, args.overwrite)
@@ -185,7 +189,7 @@ def full_run(args, device):
         scheduler = make_scheduler(optimizer, recipe, len(train_loader))
         history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
                       precision=recipe.precision, channels_last=recipe.channels_last, criterion=make_criterion(recipe),
-                      compile_mode=args.compile)
+                      compile_mode=compile_mode)
         sync(device)
         runs.append({"seed": seed, "seconds": round(time.perf_counter() - start, 2),
                      "seconds_per_epoch": round(statistics.median(history["seconds"]), 3),
@@ -197,10 +201,56 @@ def full_run(args, device):
     for key, s in summary.items():
         sd = f" ± {s['sd']:.2f}" if "sd" in s else ""
         print(f"{key} over {len(runs)} seeds: {s['mean']:.2f}{sd} (min {s['min']:.2f}, max {s['max']:.2f})")
-    result = {"hardware": hardware(device), "pipeline": args.pipeline, "recipe": args.recipe, "compile": args.compile,
-              "hyperparameters": dataclasses.asdict(recipe), "summary": summary, "runs": runs}
+    result = {"hardware": hardware(device, args.precision), "pipeline": args.pipeline, "recipe": args.recipe,
+              "compile": compile_mode, "hyperparameters": dataclasses.asdict(recipe), "summary": summary, "runs": runs}
     utils.atomic_write(out, json.dumps(result, indent=1).encode())
     print(f"saved {out}")
+    return result
+
+
+def profile_step(args, device):
+    """Where the fast path's training step spends its time (S5 recipe, --precision, --compile): milliseconds
+    per step timed without the profiler, then torch.profiler over the same number of batches. On CUDA it
+    prints the GPU's busy time and the kernels launched per step: a step that takes much longer than the GPU
+    is busy is bound by the CPU launching kernels, the cost that CUDA graphs remove."""
+    recipe = get_recipe("s5", "fast", precision=args.precision)
+    compile_mode = args.compile or "auto"
+    step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
+    if device.type == "cpu":
+        keep_freed_memory()
+    set_seed(0)
+    train_loader, _ = get_data_loaders(args.batch_size, args.data_dir, device, "fast")
+    model = Net().to(device)
+    optimizer = make_optimizer(model, recipe)
+    train(model, device, itertools.islice(train_loader, 3), optimizer, **step)  # warm-up (and any compile)
+    walls = []
+    for _ in range(args.repeats):
+        sync(device)
+        start = time.perf_counter()
+        train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
+        sync(device)
+        walls.append((time.perf_counter() - start) * 1e3 / args.batches)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
+        sync(device)
+    events = prof.key_averages()
+    result = {"ms_per_step": statistics.median(walls)}
+    print(f"step (--compile {compile_mode}): median {result['ms_per_step']:.2f} ms over {args.repeats} runs of "
+          f"{args.batches} batches of {args.batch_size} (without the profiler)")
+    sort_by = "self_cpu_time_total"
+    if device.type == "cuda":
+        on_gpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        result["gpu_busy_ms_per_step"] = sum(e.self_device_time_total for e in on_gpu) / 1e3 / args.batches
+        result["kernels_per_step"] = sum(e.count for e in on_gpu) / args.batches
+        launches = [e for e in events if e.key.startswith(("cudaLaunch", "cuLaunch", "cudaGraphLaunch"))]
+        result["launches_per_step"] = sum(e.count for e in launches) / args.batches
+        print(f"GPU busy {result['gpu_busy_ms_per_step']:.2f} ms per step ({result['kernels_per_step']:.0f} "
+              f"kernels and copies, {result['launches_per_step']:.0f} launches from the CPU)")
+        sort_by = "self_device_time_total"
+    print(events.table(sort_by=sort_by, row_limit=15, max_name_column_width=60))
     return result
 
 
@@ -291,11 +341,11 @@ def positive(text):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("throughput", "full", "augment"), default="throughput")
+    p.add_argument("--mode", choices=("throughput", "full", "augment", "profile"), default="throughput")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--batches", type=int, default=30, help="throughput: batches per timed run")
+    p.add_argument("--batches", type=int, default=30, help="throughput, profile: batches per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setup; the median is reported")
     p.add_argument("--pipeline", choices=utils.PIPELINES, default="fast", help="full: which pipeline")
     p.add_argument("--recipe", choices=sorted(utils.RECIPES), default="s5", help="full: which recipe")
@@ -307,14 +357,16 @@ def main():
     p.add_argument("--overwrite", action="store_true", help="full: replace --out if it exists")
     p.add_argument("--precision", choices=utils.PRECISIONS,
                    help="the fast path's precision (throughput) or the recipe's (full); default: the recipe's")
-    p.add_argument("--compile", choices=utils.COMPILE_MODES, default="off",
-                   help="throughput: also time the fast path compiled so; full: compile the runs' step so")
+    p.add_argument("--compile", choices=utils.COMPILE_MODES,
+                   help="throughput: also time the fast path compiled so; full, profile: compile the step so "
+                   "(default: auto, graphed on CUDA; the original pipeline's step: off)")
     p.add_argument("--matmul-size", type=positive, default=4096, help="throughput: n of the n x n matmul timed")
     args = p.parse_args()
     device = torch.device(args.device) if args.device else get_device()
-    print(hardware(device))
+    print(hardware(device, args.precision))
     try:
-        {"throughput": throughput, "full": full_run, "augment": augment_speed}[args.mode](args, device)
+        modes = {"throughput": throughput, "full": full_run, "augment": augment_speed, "profile": profile_step}
+        modes[args.mode](args, device)
     except (ValueError, OSError) as error:  # missing data, an output that exists or cannot be written
         sys.exit(f"error: {error}")
 

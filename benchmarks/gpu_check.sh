@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (~6-7 min on an H100, by estimate):
-# tests/test_cuda.py, training images/s (eager vs the step replayed as CUDA graphs), single 20-epoch runs
-# timed end to end in fresh processes (compile included), and seeds for the accuracy distributions.
+# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (~9 min on an H100 or H200,
+# by estimate; what decides the default comes first):
+# single 20-epoch runs timed end to end in fresh processes (capture included), seeds for the accuracy
+# distributions, tests/test_cuda.py, training images/s and profiles (eager vs the step replayed as CUDA graphs).
 #
 # Once, on a machine with the data (the device machine has no network; MNIST travels gzipped, ~11 MB):
 #   mkdir -p .gpu && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" > ".gpu/${f##*/}.gz"; done
 #   echo /.gpu/ >> .git/info/exclude
 # Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check.log and results/ (the
-# JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished.
+# JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished. Only 8
+# files come back from a device call: the log holds every run's numbers too.
 # Rehearse it here on the CPU with tiny settings (~10 min on 2 cores; fp16, slow on a CPU, hits its cap):
 #   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
 #   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh
@@ -29,30 +31,35 @@ python=${PYTHON:-python3}
 full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step capped at 4 minutes
     local name=$1; shift
     echo "== full $name: $*"
+    local start=$SECONDS
     timeout 240 "$python" benchmarks/bench.py --mode full "$@" --out "$results/$name.json" $EXTRA
+    echo "process wall time $((SECONDS - start)) s (python's start and imports included)"
 }
 
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv 2>/dev/null
     "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-    echo "== tests"
-    timeout 300 "$python" -m pytest -q -p no:cacheprovider "$TESTS"
-    echo "== throughput"
-    timeout 180 "$python" benchmarks/bench.py --compile cudagraphs $THROUGHPUT
-    # End to end, one fresh process each: what a user's `python train.py` pays, compile included.
-    for mode in off cudagraphs; do
+    # First what decides the default: single 20-epoch runs timed end to end, one fresh process each (what a
+    # user's `python train.py` pays, capture or compile included): eager, the default (auto: graphed) and
+    # torch.compile's CUDA graphs, all in this one call.
+    for mode in off auto cudagraphs; do
         full "time_s5_$mode" --recipe s5 --seeds 1 --compile "$mode"
         full "time_onecycle_$mode" --recipe onecycle --seeds 1 --compile "$mode"
     done
-    # Accuracy over seeds (in one process, later seeds reuse the first one's captures).
-    full s5_bf16_seeds1-10 --recipe s5 --seeds 10
-    full s5_cudagraphs_seeds1-5 --recipe s5 --seeds 5 --compile cudagraphs
+    # Accuracy over 5 seeds (in one process, later seeds reuse the first one's captures).
+    full s5_seeds1-5 --recipe s5 --seeds 5
+    full s5_eager_seeds1-5 --recipe s5 --seeds 5 --compile off
     full onecycle_seeds1-5 --recipe onecycle --seeds 5
-    full onecycle_cudagraphs_seeds1-5 --recipe onecycle --seeds 5 --compile cudagraphs
+    full onecycle_eager_seeds1-5 --recipe onecycle --seeds 5 --compile off
     full s5_fp16_seeds1-5 --recipe s5 --seeds 5 --precision fp16
+    echo "== tests"
+    timeout 200 "$python" -m pytest -q -p no:cacheprovider "$TESTS"
+    echo "== throughput and profiles"
+    timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
+    for mode in off auto; do
+        timeout 60 "$python" benchmarks/bench.py --mode profile --compile "$mode" $THROUGHPUT
+    done
     full tuned_seeds1-5 --recipe tuned --seeds 5
-    # Last: inductor's compile takes tens of seconds when its disk cache is cold (a fresh machine).
-    full time_s5_reduce-overhead --recipe s5 --seeds 1 --compile reduce-overhead
     date -u
 } 2>&1 | tee "$OUT/gpu_check.log"

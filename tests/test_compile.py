@@ -42,10 +42,25 @@ def test_a_captured_run_trains_as_the_eager_one_and_captures_each_shape_once(mni
     utils.load_checkpoint(tmp_path / "last.pt", Net())
 
 
-def test_an_unknown_compile_mode_is_refused_before_training():
+def test_an_unknown_or_impossible_compile_mode_is_refused_before_training():
     model, optimizer, _ = new_run(0)
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match="compile mode must be 'off', 'cudagraphs' or 'reduce-overhead', got 'max'"):
-        utils.train(model, "cpu", [(torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))], optimizer,
-                    compile_mode="max")
+    batch = (torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="compile mode must be 'auto', 'off', 'graphed', 'cudagraphs' or "
+                                         "'reduce-overhead', got 'max'"):
+        utils.train(model, "cpu", [batch], optimizer, compile_mode="max")
+    with pytest.raises(ValueError, match="compile mode 'graphed' replays CUDA graphs and needs a CUDA device, got "
+                                         "cpu; use compile mode 'off'"):
+        utils.train(model, "cpu", [batch], optimizer, compile_mode="graphed")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_auto_replays_graphs_on_cuda_only_and_never_a_hooked_model():
+    net = Net()
+    assert utils.compile_model(net, "cpu", "auto") is net  # eager: nothing to replay on a CPU
+    assert utils.compile_model(net, "cuda", "auto") is not net  # graphed (captured at the first training batch)
+    # A hook's Python would run once, while capturing, and never on replay: such a model stays eager.
+    seen = []
+    net.conv2.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    assert utils.compile_model(net, "cuda", "auto") is net
+    assert utils.compile_model(net, "cuda", "graphed") is not net  # asked for by name: the user's call

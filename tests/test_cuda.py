@@ -1,5 +1,7 @@
 """The CUDA path: the same data, training and checkpoints as on the CPU. Skipped without a GPU."""
 
+import copy
+
 import pytest
 import torch
 from conftest import new_run, synthetic_digits
@@ -76,3 +78,34 @@ def test_a_step_replayed_as_cuda_graphs_trains_as_the_eager_one(mnist_root, prec
                                         history=history, start_epoch=2, **step)
     assert histories["cudagraphs"]["train_loss"] == pytest.approx(histories["off"]["train_loss"], rel=0.02)
     assert histories["cudagraphs"]["test_acc"][-1] == pytest.approx(histories["off"]["test_acc"][-1], abs=2)
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the scaler steps outside the graphs
+def test_a_graphed_step_trains_as_the_eager_one_capturing_each_shape_once(mnist_root, precision, monkeypatch):
+    captured = []
+    capture = torch.cuda.make_graphed_callables
+
+    def counting(module, sample_args, **kwargs):
+        captured.append(tuple(sample_args[0].shape))
+        return capture(module, sample_args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", counting)
+    histories = {}
+    for mode in ("off", "graphed"):
+        model, optimizer, scheduler = new_run(0)
+        model.cuda()
+        train_loader, test_loader = utils.get_data_loaders(96, mnist_root, "cuda", seed=1)  # last batch: 32
+        step = {"precision": precision, "compile_mode": mode, "scaler": utils.grad_scaler(precision, "cuda")}
+        histories[mode] = utils.fit(model, "cuda", train_loader, test_loader, optimizer, scheduler, 3, **step)
+    assert captured == [(96, 1, 28, 28), (32, 1, 28, 28)]  # each training shape once in 3 epochs
+    assert histories["graphed"]["train_loss"] == pytest.approx(histories["off"]["train_loss"], rel=0.02)
+    assert histories["graphed"]["test_acc"][-1] == pytest.approx(histories["off"]["test_acc"][-1], abs=2)
+    # A copy starts without the original's graphs; weights moved to new memory are captured again.
+    twin = copy.deepcopy(model)
+    model.cpu().cuda()
+    for net in (twin, model):
+        before = utils.test(net, "cuda", test_loader, precision=precision)[0]
+        utils.train(net, "cuda", train_loader, optimizer if net is model else torch.optim.SGD(net.parameters(), 0.01),
+                    precision=precision, compile_mode="graphed")
+        assert utils.test(net, "cuda", test_loader, precision=precision)[0] < before * 1.05
+    assert len(captured) == 6

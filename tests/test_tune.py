@@ -216,8 +216,17 @@ def test_bench_throughput_times_the_precision_asked_for(mnist_root, tmp_path):
     tiny = ("--batch-size", 64, "--batches", 2, "--repeats", 1, "--matmul-size", 64, "--data-dir", mnist_root)
     code, stdout, err = run("bench.py", *tiny, "--precision", "fp32", cwd=tmp_path)
     assert code == 0, err
+    assert "device cpu, precision fp32" in stdout  # the header names the precision timed
     assert "original S5 pipeline: median" in stdout and "fast path, fp32: median" in stdout
     assert "ratio fast / original" in stdout and "matmul rate" not in stdout  # the limit is the default's
+
+
+def test_bench_profile_says_where_a_step_goes(mnist_root, tmp_path):
+    code, stdout, err = run("bench.py", "--mode", "profile", "--batch-size", 32, "--batches", 2, "--repeats", 1,
+                            "--precision", "fp32", "--data-dir", mnist_root, cwd=tmp_path)
+    assert code == 0, err
+    assert "step (--compile auto): median" in stdout and "ms over 1 runs of 2 batches of 32" in stdout
+    assert "aten::convolution_backward" in stdout  # the profiler's table, busiest ops first
 
 
 def test_training_flops_per_image_match_the_net():

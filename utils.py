@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
+from model import Net
+
 # Mean and standard deviation of the 60,000 MNIST training pixels, scaled to [0, 1].
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -57,8 +59,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # V100); else fp32.
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # How train and test run the model: eagerly ("off"), its training step captured as CUDA graphs by
-# torch.cuda.make_graphed_callables ("graphed"), or captured by torch.compile; "auto" is "graphed" on CUDA
-# (an S5 run 1.6x as fast end to end on an H200) and "off" elsewhere. See compile_model.
+# torch.cuda.make_graphed_callables ("graphed"), or captured by torch.compile; "auto" is "graphed" for the
+# Net on CUDA (an S5 run 1.6x as fast end to end on an H200) and "off" elsewhere. See compile_model.
 COMPILE_MODES = ("auto", "off", "graphed", "cudagraphs", "reduce-overhead")
 MAX_GRAPHED_SHAPES = 8  # "graphed": captures kept per model; batches of further shapes run eagerly
 
@@ -503,9 +505,11 @@ def _compile_mode(model, device, mode):
         raise ValueError(f"compile mode must be {_one_of(COMPILE_MODES)}, got {mode!r}")
     if mode != "auto":
         return mode
+    # A replay skips the forward's Python: only the Net, whose forward does none per call, is captured
+    # unasked, and not with hooks on it (collecting activations, say). Other models: "graphed" by name.
     hooked = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
                  for m in model.modules())
-    return "graphed" if torch.device(device).type == "cuda" and not hooked else "off"
+    return "graphed" if torch.device(device).type == "cuda" and type(model) is Net and not hooked else "off"
 
 
 @contextlib.contextmanager
@@ -522,9 +526,10 @@ def compile_model(model, device, mode="auto"):
     """`model` as train and test run it under `mode` (COMPILE_MODES): itself for "off", else a wrapper
     sharing its parameters (save and load `model`, not the wrapper).
 
-    "auto" is "graphed" on CUDA, unless the model has module hooks (a capture would run their Python only
-    once, while capturing), and "off" elsewhere. Graphs replay the kernels recorded: a model whose forward
-    does Python work per call (printing, collecting activations, branching on values) needs "off".
+    "auto" is "graphed" for the Net on CUDA, unless it has module hooks (a capture would run their Python
+    only once, while capturing), and "off" for other models and elsewhere. Graphs replay the kernels
+    recorded: a model whose forward does Python work per call (printing, collecting activations,
+    branching on values) must stay "off"; another model can ask for "graphed" by name.
     "graphed" (CUDA only) captures the training forward and backward passes with
     torch.cuda.make_graphed_callables, once per batch shape on first use (a few warm-up steps, no compiler),
     and keeps the captures with the model, so later batches and epochs replay them; evaluation runs eagerly.

@@ -55,12 +55,14 @@ def test_an_unknown_or_impossible_compile_mode_is_refused_before_training():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
-def test_auto_replays_graphs_on_cuda_only_and_never_a_hooked_model():
+def test_auto_replays_only_the_net_on_cuda_and_never_with_hooks():
     net = Net()
     assert utils.compile_model(net, "cpu", "auto") is net  # eager: nothing to replay on a CPU
     assert utils.compile_model(net, "cuda", "auto") is not net  # graphed (captured at the first training batch)
-    # A hook's Python would run once, while capturing, and never on replay: such a model stays eager.
+    # A replay skips the forward's Python: a learner's own model, or hooks collecting activations, stay eager.
+    own = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.LogSoftmax(dim=1))
+    assert utils.compile_model(own, "cuda", "auto") is own
+    assert utils.compile_model(own, "cuda", "graphed") is not own  # asked for by name: the user's call
     seen = []
     net.conv2.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
     assert utils.compile_model(net, "cuda", "auto") is net
-    assert utils.compile_model(net, "cuda", "graphed") is not net  # asked for by name: the user's call

@@ -45,6 +45,7 @@ from utils import (
     plot_train_metrics,
     precision_note,
     read_checkpoint,
+    resolve_compile_mode,
     run_config,
     save_history,
     set_seed,
@@ -189,6 +190,7 @@ def main(argv=None):
         if args.dry_run:
             recipe = dataclasses.replace(recipe, epochs=1)
         device = args.device or get_device()
+        compile_mode = resolve_compile_mode(Net(), device, args.compile_mode)
         set_seed(config["seed"])
         train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, config["pipeline"],
                                                      seed=config["seed"])
@@ -201,6 +203,9 @@ def main(argv=None):
             new_dir.rmdir()  # nothing was written to it
         sys.exit(f"error: {error}")
     print(f"device {device}, pipeline {config['pipeline']}, {recipe}")
+    if compile_mode != "off":
+        how = "replayed as CUDA graphs" if torch.device(device).type == "cuda" else "compiled by torch.compile"
+        print(f"training step: {how} (--compile {compile_mode}; --compile off: eager)")
     note = precision_note(recipe.precision, device)
     if note:
         print(note)
@@ -230,7 +235,7 @@ def main(argv=None):
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
             precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler,
-            criterion=make_criterion(recipe), compile_mode=args.compile_mode)
+            criterion=make_criterion(recipe), compile_mode=compile_mode)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

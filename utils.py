@@ -499,10 +499,14 @@ def grad_scaler(precision, device):
     return torch.amp.GradScaler(torch.device(device).type)
 
 
-def _compile_mode(model, device, mode):
-    """The mode that `mode` (COMPILE_MODES) stands for with this model on this device ("auto" resolved)."""
+def resolve_compile_mode(model, device, mode):
+    """The mode that `mode` (COMPILE_MODES) stands for with this model on this device ("auto" resolved);
+    ValueError for an unknown mode, or for "graphed" off CUDA."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be {_one_of(COMPILE_MODES)}, got {mode!r}")
+    if mode == "graphed" and torch.device(device).type != "cuda":
+        raise ValueError(f"compile mode 'graphed' replays CUDA graphs and needs a CUDA device, got {device}; "
+                         "use compile mode 'off'")
     if mode != "auto":
         return mode
     # A replay skips the forward's Python: only the Net, whose forward does none per call, is captured
@@ -542,13 +546,10 @@ def compile_model(model, device, mode="auto"):
     Off CUDA "cudagraphs" runs the same captured graphs eagerly (aot_eager), so they are tested on any
     machine, and "reduce-overhead" is inductor's CPU code.
     """
-    mode = _compile_mode(model, device, mode)
+    mode = resolve_compile_mode(model, device, mode)
     if mode == "off":
         return model
     if mode == "graphed":
-        if torch.device(device).type != "cuda":
-            raise ValueError(f"compile mode 'graphed' replays CUDA graphs and needs a CUDA device, got {device}; "
-                             "use compile mode 'off'")
         return functools.partial(_graphed_forward, model)
     if mode == "reduce-overhead":
         return torch.compile(model, mode="reduce-overhead", dynamic=False)
@@ -676,7 +677,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     """
     model.train()
     _prepare(model, channels_last)
-    mode = _compile_mode(model, device, compile_mode)
+    mode = resolve_compile_mode(model, device, compile_mode)
     forward = compile_model(model, device, mode)
     compiled = mode in ("cudagraphs", "reduce-overhead")
     quiet = _quiet_graphed_backward if mode == "graphed" else contextlib.nullcontext
@@ -740,7 +741,7 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     """
     model.eval()
     _prepare(model, channels_last)
-    mode = _compile_mode(model, device, compile_mode)
+    mode = resolve_compile_mode(model, device, compile_mode)
     forward = compile_model(model, device, mode)
     compiled = mode in ("cudagraphs", "reduce-overhead")
     amp = _autocast(precision, device)

@@ -199,9 +199,12 @@ def test_a_nan_loss_stops_fp16_training_too():
         fit(model, "cpu", loader, loader.batches, optimizer, scheduler, 3, precision="fp16")
 
 
-def test_train_py_refuses_regularisation_out_of_range_in_one_line(mnist_root, tmp_path):
+def test_train_py_refuses_settings_it_cannot_run_in_one_line(mnist_root, tmp_path):
     for flags, message in ((["--weight-decay", "-1"], "error: weight_decay must be a number >= 0, got -1.0"),
                            (["--recipe", "tuned", "--label-smoothing", "1"],
-                            "error: label_smoothing must be in [0, 1), got 1.0")):
+                            "error: label_smoothing must be in [0, 1), got 1.0"),
+                           (["--device", "cpu", "--compile", "graphed"],
+                            "error: compile mode 'graphed' replays CUDA graphs and needs a CUDA device, got cpu; "
+                            "use compile mode 'off'")):
         assert train_py_refusal(*flags, "--data-dir", mnist_root, "--runs-dir", tmp_path) == message
     assert not list(tmp_path.iterdir())  # no run folder for a refused run

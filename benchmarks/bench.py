@@ -79,6 +79,33 @@ def peak_rss_mb():
     return own, workers
 
 
+def timed_training(args, device, pipeline, compile_mode):
+    """A fresh Net trained on `pipeline`'s loader as the S5 recipe's step (--precision for the fast path):
+    3 batches of warm-up (any capture or compile falls there), then --repeats timed runs of --batches
+    batches. Returns the seconds of each run, and a function that trains --batches batches more."""
+    recipe = get_recipe("s5", pipeline, precision=args.precision if pipeline == "fast" else None)
+    step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
+    if pipeline == "fast" and device.type == "cpu":
+        keep_freed_memory()
+    set_seed(0)
+    train_loader, _ = get_data_loaders(args.batch_size, args.data_dir, device, pipeline)
+    model = Net().to(device)
+    optimizer = make_optimizer(model, recipe)
+
+    def more(batches):
+        train(model, device, itertools.islice(train_loader, batches), optimizer, **step)
+        sync(device)
+
+    more(3)
+    seconds = []
+    for _ in range(args.repeats):
+        sync(device)
+        start = time.perf_counter()
+        more(args.batches)
+        seconds.append(time.perf_counter() - start)
+    return seconds, lambda: more(args.batches)
+
+
 def throughput(args, device):
     """Median training images/s over `repeats` runs of `batches` batches, each from a fresh iterator.
 
@@ -94,23 +121,9 @@ def throughput(args, device):
         setups[f"{fast_path}, --compile {args.compile}"] = ("fast", args.compile)
     medians = {}
     for name, (pipeline, compile_mode) in setups.items():
-        recipe = get_recipe("s5", pipeline, precision=args.precision if pipeline == "fast" else None)
-        step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
-        if pipeline == "fast" and device.type == "cpu":
-            keep_freed_memory()
-        set_seed(0)
-        train_loader, _ = get_data_loaders(args.batch_size, args.data_dir, device, pipeline)
-        model = Net().to(device)
-        optimizer = make_optimizer(model, recipe)
-        train(model, device, itertools.islice(train_loader, 3), optimizer, **step)  # warm-up
-        rates = []
-        for _ in range(args.repeats):
-            sync(device)
-            start = time.perf_counter()
-            train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
-            sync(device)
-            rates.append(args.batches * args.batch_size / (time.perf_counter() - start))
-            print(f"  {name}: {rates[-1]:.0f} images/s", flush=True)
+        seconds, _ = timed_training(args, device, pipeline, compile_mode)
+        rates = [args.batches * args.batch_size / s for s in seconds]
+        print("".join(f"  {name}: {rate:.0f} images/s\n" for rate in rates), end="", flush=True)
         medians[name] = statistics.median(rates)
         own, workers = peak_rss_mb()
         print(f"{name}: median {medians[name]:.0f} training images/s over {args.repeats} runs of "
@@ -213,31 +226,15 @@ def profile_step(args, device):
     per step timed without the profiler, then torch.profiler over the same number of batches. On CUDA it
     prints the GPU's busy time and the kernels launched per step: a step that takes much longer than the GPU
     is busy is bound by the CPU launching kernels, the cost that CUDA graphs remove."""
-    recipe = get_recipe("s5", "fast", precision=args.precision)
     compile_mode = args.compile or "auto"
-    step = {"precision": recipe.precision, "channels_last": recipe.channels_last, "compile_mode": compile_mode}
-    if device.type == "cpu":
-        keep_freed_memory()
-    set_seed(0)
-    train_loader, _ = get_data_loaders(args.batch_size, args.data_dir, device, "fast")
-    model = Net().to(device)
-    optimizer = make_optimizer(model, recipe)
-    train(model, device, itertools.islice(train_loader, 3), optimizer, **step)  # warm-up (and any compile)
-    walls = []
-    for _ in range(args.repeats):
-        sync(device)
-        start = time.perf_counter()
-        train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
-        sync(device)
-        walls.append((time.perf_counter() - start) * 1e3 / args.batches)
+    seconds, more = timed_training(args, device, "fast", compile_mode)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        train(model, device, itertools.islice(train_loader, args.batches), optimizer, **step)
-        sync(device)
+        more()
     events = prof.key_averages()
-    result = {"ms_per_step": statistics.median(walls)}
+    result = {"ms_per_step": statistics.median(seconds) * 1e3 / args.batches}
     print(f"step (--compile {compile_mode}): median {result['ms_per_step']:.2f} ms over {args.repeats} runs of "
           f"{args.batches} batches of {args.batch_size} (without the profiler)")
     sort_by = "self_cpu_time_total"

@@ -534,17 +534,19 @@ def compile_model(model, device, mode="auto"):
     only once, while capturing), and "off" for other models and elsewhere. Graphs replay the kernels
     recorded: a model whose forward does Python work per call (printing, collecting activations,
     branching on values) must stay "off"; another model can ask for "graphed" by name.
+
     "graphed" (CUDA only) captures the training forward and backward passes with
     torch.cuda.make_graphed_callables, once per batch shape on first use (a few warm-up steps, no compiler),
     and keeps the captures with the model, so later batches and epochs replay them; evaluation runs eagerly.
-    On CUDA, "cudagraphs" records the forward and backward kernels once per batch shape and replays them
-    with one launch, for a step that is not bound by the CPU launching kernels; it generates no code, so it
-    compiles in seconds. "reduce-overhead" is torch.compile's mode of that name: inductor's fused kernels,
-    replayed as CUDA graphs, tens of seconds to compile (cached on disk). Shapes are static (dynamic=False):
-    an epoch's last, smaller batch is one more capture, made once; torch keeps the captures between calls,
-    up to 8 (shapes x precisions x train/eval), then warns and runs eagerly (torch.compiler.reset() clears).
-    Off CUDA "cudagraphs" runs the same captured graphs eagerly (aot_eager), so they are tested on any
-    machine, and "reduce-overhead" is inductor's CPU code.
+
+    "cudagraphs" and "reduce-overhead" capture with torch.compile instead, for comparison: "cudagraphs"
+    traces forward and backward once per shape (train and eval) and replays the same kernels as CUDA graphs
+    (the tracing took 5-9 s in a fresh process on an H200, so one S5 run was slower than eager);
+    "reduce-overhead" replays inductor's fused kernels (tens of seconds to compile, cached on disk). Shapes
+    are static (dynamic=False): an epoch's last, smaller batch is one more capture, made once; torch keeps
+    the captures between calls, up to 8 (shapes x precisions x train/eval), then warns and runs eagerly
+    (torch.compiler.reset() clears). Off CUDA "cudagraphs" runs the same traced graphs eagerly
+    (aot_eager), so they are tested on any machine, and "reduce-overhead" is inductor's CPU code.
     """
     mode = resolve_compile_mode(model, device, mode)
     if mode == "off":

@@ -560,7 +560,10 @@ def compile_model(model, device, mode="auto"):
 
 
 class _Captures(dict):
-    """A model's "graphed" captures, by batch shape and precision; never copied or saved with the model."""
+    """A model's "graphed" captures, by batch shape and precision, and the weights' memory they were made
+    for (`params`); never copied or saved with the model."""
+
+    params = None
 
     def __deepcopy__(self, memo):
         return _Captures()
@@ -587,14 +590,14 @@ def _graphed_forward(model, data):
         return model(data)
     captures = model.__dict__.setdefault("_graphed", _Captures())
     params = tuple((p.data_ptr(), p.requires_grad) for p in model.parameters())
-    if captures.get("params") != params:  # moved or replaced weights: the old graphs would read stale memory
+    if captures.params != params:  # moved or replaced weights: the old graphs would read stale memory
         captures.clear()
-        captures["params"] = params
+        captures.params = params
     amp = torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda")
     key = (tuple(data.shape), data.dtype, data.stride(), amp)
     step = captures.get(key)
     if step is None:
-        if len(captures) > MAX_GRAPHED_SHAPES:  # (one entry is "params")
+        if len(captures) >= MAX_GRAPHED_SHAPES:
             return model(data)
         # make_graphed_callables needs autocast's weight cache off: cached casts would be left out of the graph.
         with torch.autocast("cuda", dtype=amp or torch.float32, enabled=bool(amp), cache_enabled=False):
@@ -690,28 +693,29 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     pending = []  # per-batch losses not yet checked
-    for batch_idx, batch in enumerate(bar, start=1):
-        optimizer.zero_grad(set_to_none=True)
-        output, target = _forward(forward, batch, device, amp, channels_last, compiled)
-        loss = criterion(output.float(), target)
-        with quiet():  # fp16: scale the loss up for the backward pass
-            (loss if scaler is None else scaler.scale(loss)).backward()
-        if scaler is None:
-            optimizer.step()
-        else:  # skip the step if the gradients overflowed
-            scaler.step(optimizer)
-            scaler.update()
-        if scheduler is not None:
-            scheduler.step()
-        batch = loss.detach()
-        loss_sum += batch * len(target)
-        correct += (output.argmax(dim=1) == target).sum()
-        seen += len(target)
-        pending.append(batch)
-        if len(pending) == log_every:
-            _check_finite(pending, batch_idx, epoch, "training stopped")
-            pending = []
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+    with quiet():  # for the epoch: a scope per batch would reset every once-only warning each batch
+        for batch_idx, batch in enumerate(bar, start=1):
+            optimizer.zero_grad(set_to_none=True)
+            output, target = _forward(forward, batch, device, amp, channels_last, compiled)
+            loss = criterion(output.float(), target)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: scale the loss up for the backward pass; skip the step if the gradients overflowed
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            batch = loss.detach()
+            loss_sum += batch * len(target)
+            correct += (output.argmax(dim=1) == target).sum()
+            seen += len(target)
+            pending.append(batch)
+            if len(pending) == log_every:
+                _check_finite(pending, batch_idx, epoch, "training stopped")
+                pending = []
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
     if seen == 0:
         raise ValueError("train_loader yielded no batches")
     _check_finite(pending, batch_idx, epoch, "training stopped")

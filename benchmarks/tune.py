@@ -112,15 +112,16 @@ def is_journal(address):
     return "://" not in address
 
 
-def open_storage(address):
-    """A journal file path, a database URL (postgresql://, mysql://, sqlite:///) or grpc://HOST:PORT."""
+def open_storage(address, wait_s=10):
+    """A journal file path, a database URL (postgresql://, mysql://, sqlite:///) or grpc://HOST:PORT (waiting
+    up to `wait_s` seconds for the proxy: it may be starting on another machine)."""
     if address.startswith("grpc://"):
         host, _, port = address.removeprefix("grpc://").rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--storage {address}: write a gRPC proxy's address as grpc://HOST:PORT")
         storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
         try:
-            storage.wait_server_ready(timeout=10)
+            storage.wait_server_ready(timeout=wait_s)
         except ConnectionError:
             raise ConnectionError(f"no Optuna gRPC proxy answers at {host}:{port}; start one with "
                                   f"python benchmarks/tune.py --serve {host}:{port}") from None

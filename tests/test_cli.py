@@ -10,6 +10,7 @@ import torch
 from conftest import ROOT, png_claiming
 from PIL import Image, ImageDraw
 
+import train
 from model import Net
 from predict import DEFAULT_CHECKPOINT
 from utils import get_mnist_datasets, load_checkpoint, new_history, normalize, save_checkpoint
@@ -36,9 +37,10 @@ def test_train_help():
     (["--pipeline", "pil"], "--pipeline: invalid choice"),
     (["--compile", "max"], "--compile: invalid choice"),
 ])
-def test_train_bad_values_get_argparse_errors(args, message):
-    result = run("train.py", *args)
-    assert result.returncode == 2 and message in result.stderr
+def test_train_bad_values_get_argparse_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:  # train.main as `python train.py ARGS` runs it, without a new Python
+        train.main(args)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pipeline, more", [("fast", []), ("s5", []), ("fast", ["--compile", "cudagraphs"])])

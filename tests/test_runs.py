@@ -36,6 +36,12 @@ def one_line_error(result, text):
     assert lines[-1].startswith("error: ") and text in lines[-1], result.stderr
 
 
+def refused(text, *args):
+    """train.py ARGS, run in this process, refused before training with one line 'error: ...' holding `text`."""
+    message = train_py_refusal(*args)
+    assert message.startswith("error: ") and text in message and "\n" not in message, message
+
+
 def files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -52,10 +58,11 @@ def test_each_run_gets_a_new_folder_and_never_replaces_an_earlier_one(mnist_root
     assert (tmp_path / "runs" / "exp2" / "best.pt").exists()
 
 
-def test_an_existing_output_file_is_refused_unless_overwrite(mnist_root, tmp_path):
+def test_an_existing_output_file_is_refused_unless_overwrite(mnist_root, tmp_path, monkeypatch):
     (tmp_path / "mine.pt").write_bytes(b"a model I care about")
-    refused = train("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", *SMALL, cwd=tmp_path)
-    one_line_error(refused, "mine.pt already exists; give another path, or --overwrite to replace it")
+    monkeypatch.chdir(tmp_path)
+    refused("mine.pt already exists; give another path, or --overwrite to replace it",
+            "--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", *SMALL)
     assert (tmp_path / "mine.pt").read_bytes() == b"a model I care about"
     assert files(tmp_path) == ["mine.pt", "runs"]  # no training, and no run folder left behind
     replaced = train("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", "--overwrite",
@@ -71,11 +78,12 @@ def test_an_existing_output_file_is_refused_unless_overwrite(mnist_root, tmp_pat
     ("--plot", "metrics.jgp", "cannot save a plot as metrics.jgp: unknown file type"),
     ("--checkpoint", ".", "is a folder; give a file name"),
 ])
-def test_an_output_that_cannot_be_written_fails_before_training(mnist_root, tmp_path, flag, path, message):
+def test_an_output_that_cannot_be_written_fails_before_training(mnist_root, tmp_path, monkeypatch, capsys, flag,
+                                                                path, message):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
-    result = train("--data-dir", mnist_root, flag, path, *SMALL, cwd=tmp_path)
-    one_line_error(result, message)
-    assert "Epoch" not in result.stdout and files(tmp_path) == ["notes.txt", "runs"]
+    monkeypatch.chdir(tmp_path)
+    refused(message, "--data-dir", mnist_root, flag, path, *SMALL)
+    assert "Epoch" not in capsys.readouterr().out and files(tmp_path) == ["notes.txt", "runs"]
 
 
 def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root, tmp_path):
@@ -132,19 +140,21 @@ def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):
     assert train_py_refusal("--resume", run, "--data-dir", mnist_root).startswith("error: nothing left to train")
 
 
-def test_labels_out_of_range_are_refused_before_training(fresh_mnist_root, tmp_path):
+def test_labels_out_of_range_are_refused_before_training(fresh_mnist_root, tmp_path, monkeypatch):
     labels = fresh_mnist_root / "MNIST" / "raw" / MNIST_FILES["train"][1]
     values = torch.arange(512) % 10
     values[17] = 255
     write_idx(labels, values, IDX_LABELS_MAGIC)
-    result = train("--data-dir", fresh_mnist_root, *SMALL, cwd=tmp_path)
-    one_line_error(result, f"{labels} holds label 255 at index 17; MNIST labels are 0-9")
+    monkeypatch.chdir(tmp_path)
+    refused(f"{labels} holds label 255 at index 17; MNIST labels are 0-9", "--data-dir", fresh_mnist_root, *SMALL)
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_batch_larger_than_the_training_set_is_refused(mnist_root, tmp_path):
-    result = train("--data-dir", mnist_root, "--batch-size", "100000", "--device", "cpu", cwd=tmp_path)
-    one_line_error(result, "batch_size 100000 is larger than the 512 training images; use a smaller batch")
+def test_a_batch_larger_than_the_training_set_is_refused(mnist_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused("batch_size 100000 is larger than the 512 training images; use a smaller batch",
+            "--data-dir", mnist_root, "--batch-size", "100000", "--device", "cpu")
+    assert files(tmp_path) == []
 
 
 def test_dry_run_ends_with_a_verdict_and_writes_nothing(mnist_root, tmp_path):

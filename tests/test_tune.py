@@ -165,7 +165,6 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
     assert run("tune.py", *common, "--epochs", 1, "--threads", 1, cwd=tmp_path)[0] == 0
     refusals = {
         ("--epochs", "3"): "study 'onecycle' was made with other settings: --epochs 3 (study: 1)",
-        ("--epochs", "1", "--storage", f"grpc://127.0.0.1:{free_port()}"): "no Optuna gRPC proxy answers at",
         ("--epochs", "1", "--storage", "grpc://nowhere"): "write a gRPC proxy's address as grpc://HOST:PORT",
         ("--epochs", "1", "--storage", "postgresql://u@127.0.0.1:1/db"): "cannot open --storage postgresql://",
         ("--epochs", "1", "--validation", str(N_TRAIN)): "--validation must be between 1 and",
@@ -176,6 +175,10 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         assert str(exit.value).startswith("error: ") and message in str(exit.value)
         assert "\n" not in str(exit.value)
     assert len(trials(journal)) == 1  # nothing was added by a refused worker
+    port = free_port()  # nothing listens there: refused after the wait (10 s from the shell)
+    with pytest.raises(ConnectionError, match=f"^no Optuna gRPC proxy answers at 127.0.0.1:{port}; start one with "
+                                              f"python benchmarks/tune.py --serve 127.0.0.1:{port}$"):
+        tune.open_storage(f"grpc://127.0.0.1:{port}", wait_s=0.5)
     (tmp_path / "notes.txt").write_text("my notes\n")
     for mistyped in (tmp_path / "notes.txt", ROOT / "weights" / "s5_tuned.pt"):
         before = mistyped.read_bytes()

@@ -55,6 +55,8 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     full s5_fp16_seeds1-5 --recipe s5 --seeds 5 --precision fp16
     echo "== tests"
     timeout 200 "$python" -m pytest -q -p no:cacheprovider "$TESTS"
+    echo "== train.py --dry-run, as a user starts it (it names the step it replays)"
+    timeout 60 "$python" train.py --dry-run
     echo "== throughput and profiles"
     timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
     for mode in off auto; do

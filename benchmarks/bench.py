@@ -16,6 +16,7 @@ Set MNIST_DATA_DIR (or --data-dir) to the folder holding MNIST/raw/.
 """
 
 import argparse
+import collections
 import dataclasses
 import itertools
 import json
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -221,22 +223,43 @@ def full_run(args, device):
     return result
 
 
+class OpTimer(TorchDispatchMode):
+    """The wall-clock time of every aten op run under it, by op and shape of its first tensor argument. On a
+    CPU ops run one after another, so this is what each costs in a step; torch.profiler's own bookkeeping
+    made the max-pool's ops look up to 10x costlier there (AMD EPYC)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        shape = list(first.shape) if first is not None else []
+        self.seconds[f"{func.overloadpacket.__name__} {shape}"] += time.perf_counter() - start
+        return out
+
+
 def profile_step(args, device):
     """Where the fast path's training step spends its time (S5 recipe, --precision, --compile): milliseconds
-    per step timed without the profiler, then torch.profiler over the same number of batches. On CUDA it
-    prints the GPU's busy time and the kernels launched per step: a step that takes much longer than the GPU
-    is busy is bound by the CPU launching kernels, the cost that CUDA graphs remove."""
+    per step timed as is, then each op's share over the same number of batches: on a CPU timed op by op
+    (OpTimer), elsewhere by torch.profiler. On CUDA it prints the GPU's busy time and the kernels launched
+    per step: a step that takes much longer than the GPU is busy is bound by the CPU launching kernels, the
+    cost that CUDA graphs remove."""
     compile_mode = args.compile or "auto"
     seconds, more = timed_training(args, device, "fast", compile_mode)
+    result = {"ms_per_step": statistics.median(seconds) * 1e3 / args.batches}
+    print(f"step (--compile {compile_mode}): median {result['ms_per_step']:.2f} ms over {args.repeats} runs of "
+          f"{args.batches} batches of {args.batch_size} (without the profiler)")
+    if device.type == "cpu":
+        return {**result, "ops_ms_per_step": time_ops(more, args.batches, args.repeats)}
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         more()
     events = prof.key_averages()
-    result = {"ms_per_step": statistics.median(seconds) * 1e3 / args.batches}
-    print(f"step (--compile {compile_mode}): median {result['ms_per_step']:.2f} ms over {args.repeats} runs of "
-          f"{args.batches} batches of {args.batch_size} (without the profiler)")
     sort_by = "self_cpu_time_total"
     if device.type == "cuda":
         on_gpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
@@ -249,6 +272,30 @@ def profile_step(args, device):
         sort_by = "self_device_time_total"
     print(events.table(sort_by=sort_by, row_limit=15, max_name_column_width=60))
     return result
+
+
+def time_ops(more, steps, repeats):
+    """Milliseconds per step of each aten op (by op and the shape of its first argument) while `more()` runs
+    `steps` steps on the CPU, the median of `repeats` runs, busiest first; prints them, totalled by op, then
+    op by op."""
+    runs = []
+    for _ in range(repeats):
+        with OpTimer() as timer:
+            more()
+        runs.append(timer.seconds)
+    ops = {op: 1e3 * statistics.median(run[op] for run in runs) / steps for op in runs[0]}
+    ops = dict(sorted(ops.items(), key=lambda item: -item[1]))
+    in_ops = sum(ops.values())
+    by_name = collections.Counter()
+    for op, ms in ops.items():
+        by_name[op.split()[0]] += ms
+    print(f"timed op by op: {in_ops:.2f} ms per step in aten ops (the timer adds its own overhead); by op:")
+    for op, ms in by_name.most_common(6):
+        print(f"{ms:9.2f} ms {100 * ms / in_ops:5.1f}%  {op}")
+    print("by op and the shape of its first argument:")
+    for op, ms in list(ops.items())[:20]:
+        print(f"{ms:9.2f} ms {100 * ms / in_ops:5.1f}%  {op}")
+    return ops
 
 
 def spread(values):

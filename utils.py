@@ -554,9 +554,15 @@ def compile_model(model, device, mode="auto"):
     if mode == "graphed":
         return functools.partial(_graphed_forward, model)
     if mode == "reduce-overhead":
-        return torch.compile(model, mode="reduce-overhead", dynamic=False)
+        return functools.partial(_new_step, torch.compile(model, mode="reduce-overhead", dynamic=False))
     backend = "cudagraphs" if torch.device(device).type == "cuda" else "aot_eager"
-    return torch.compile(model, backend=backend, dynamic=False)
+    return functools.partial(_new_step, torch.compile(model, backend=backend, dynamic=False))
+
+
+def _new_step(compiled, data):
+    """compiled(data) as a new step: torch.compile's CUDA graphs may reuse the last step's output memory."""
+    torch.compiler.cudagraph_mark_step_begin()
+    return compiled(data)
 
 
 class _Captures(dict):
@@ -652,13 +658,11 @@ def _check_classes(target, classes):
                              f"got {low if low < 0 else high}")
 
 
-def _forward(forward, batch, device, amp, channels_last, compiled):
+def _forward(forward, batch, device, amp, channels_last):
     """One batch through the model, as train and test both run it: checked (_unpack), moved to `device`,
     run under `amp`; returns (output, labels on the device)."""
     images, labels = _unpack(batch)
     data, target = _to_device(images, labels, device, channels_last)
-    if compiled:  # a new step: torch.compile's CUDA graphs may reuse the last step's output memory
-        torch.compiler.cudagraph_mark_step_begin()
     with amp:
         output = forward(data)
     _check_classes(labels, output.shape[1])
@@ -684,7 +688,6 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     _prepare(model, channels_last)
     mode = resolve_compile_mode(model, device, compile_mode)
     forward = compile_model(model, device, mode)
-    compiled = mode in ("cudagraphs", "reduce-overhead")
     quiet = _quiet_graphed_backward if mode == "graphed" else contextlib.nullcontext
     amp = _autocast(precision, device)
     scaler = scaler or grad_scaler(precision, device)
@@ -696,7 +699,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     with quiet():  # for the epoch: a scope per batch would reset every once-only warning each batch
         for batch_idx, batch in enumerate(bar, start=1):
             optimizer.zero_grad(set_to_none=True)
-            output, target = _forward(forward, batch, device, amp, channels_last, compiled)
+            output, target = _forward(forward, batch, device, amp, channels_last)
             loss = criterion(output.float(), target)
             if scaler is None:
                 loss.backward()
@@ -747,16 +750,14 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     """
     model.eval()
     _prepare(model, channels_last)
-    mode = resolve_compile_mode(model, device, compile_mode)
-    forward = compile_model(model, device, mode)
-    compiled = mode in ("cudagraphs", "reduce-overhead")
+    forward = compile_model(model, device, compile_mode)
     amp = _autocast(precision, device)
     loss_sum = torch.zeros((), device=device)
     losses = []  # per batch, checked at the end: a NaN model or batch raises, as in train
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for batch in test_loader:
-        output, target = _forward(forward, batch, device, amp, channels_last, compiled)
+        output, target = _forward(forward, batch, device, amp, channels_last)
         losses.append(criterion(output.float(), target))
         loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()

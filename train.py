@@ -30,6 +30,7 @@ from utils import (
     Recipe,
     check_output,
     check_plot_path,
+    check_resume,
     device_arg,
     fit,
     get_data_loaders,
@@ -119,24 +120,12 @@ def new_config(args):
 
 def resumed_config(args, path, saved, done):
     """The resumed run's config: the saved one, with more epochs if asked. A flag that would change
-    anything else is refused, since the optimizer and schedule continue from their saved state."""
-    recipe = Recipe(**saved["hyperparameters"])
+    anything else is refused (check_resume)."""
     given = {key: getattr(args, key) for key in (*RUN_FLAGS, *RECIPE_FLAGS) if getattr(args, key) is not None}
-    for key, value in given.items():
-        was = saved[key] if key in RUN_FLAGS else getattr(recipe, key)
-        if key != "epochs" and value != was:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(f"{flag} {value} differs from the resumed run's {was}; a resumed run keeps its "
-                             f"settings (start a new run to change them)")
-    epochs = given.get("epochs", recipe.epochs)
-    if recipe.schedule == "onecycle" and epochs != recipe.epochs:
-        raise ValueError(f"a OneCycle run cannot be extended: its learning rate was laid out over {recipe.epochs} "
-                         f"epochs; start a new run with --epochs {epochs}")
-    if epochs <= done:
-        more = ("start a new run with more epochs" if recipe.schedule == "onecycle"
-                else f"pass --epochs above {done} to train further")
-        raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
-    return {**saved, "hyperparameters": dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs))}
+    hyperparameters = {**saved["hyperparameters"], **{k: v for k, v in given.items() if k in RECIPE_FLAGS}}
+    config = {**saved, **{k: v for k, v in given.items() if k in RUN_FLAGS}, "hyperparameters": hyperparameters}
+    check_resume(saved, config, done, path, name=lambda key: "--" + key.replace("_", "-"))
+    return config
 
 
 def resume_point(args):

@@ -1031,15 +1031,41 @@ def export_weights(checkpoint_path, path, overwrite=False):
     atomic_write(path, buffer.getvalue())
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None):
+def check_resume(saved, config, done, path, name=str):
+    """Refuse to continue the run saved at `path` (its run_config `saved`, `done` epochs in) as `config` when
+    anything but the number of epochs differs: the optimizer and schedule go on from their saved state, so
+    a changed value would not be what trains, and the run's record would say it was. A OneCycle run keeps
+    its epochs too (its rate was laid out over them); a run must have epochs left. `name(key)` is how the
+    caller spells a setting in the error: the key itself in Python, "--key" for a command line."""
+    run_keys = [key for key in saved if key != "hyperparameters"]
+    pairs = [(key, config.get(key), saved[key]) for key in run_keys]
+    pairs += [(key, value, saved["hyperparameters"].get(key)) for key, value in config["hyperparameters"].items()]
+    for key, value, was in pairs:
+        if key != "epochs" and value != was:
+            raise ValueError(f"{name(key)} {value} differs from the resumed run's {was}; a resumed run keeps its "
+                             "settings (start a new run to change them)")
+    before, epochs = saved["hyperparameters"]["epochs"], config["hyperparameters"]["epochs"]
+    if saved["hyperparameters"].get("schedule") == "onecycle" and epochs != before:
+        raise ValueError(f"a OneCycle run cannot be extended: its learning rate was laid out over {before} "
+                         f"epochs; start a new run with {name('epochs')} {epochs}")
+    if epochs <= done:
+        more = ("start a new run with more epochs" if saved["hyperparameters"].get("schedule") == "onecycle"
+                else f"{name('epochs')} above {done} trains it further")
+        raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, config=None):
     """Load a checkpoint into model (and optimizer, scheduler, gradient scaler, RNGs when given); return
-    (epoch, history).
+    (epoch, history). With `config` (the run_config of the run to continue), a run saved with other
+    settings is refused first (check_resume).
 
     Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Refuses
     weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path));
     then returns (0, new_history()).
     """
     state = read_checkpoint(path)
+    if config is not None and state.get("config") is not None:
+        check_resume(state["config"], config, state["epoch"], path)
     _load_weights(model, state["model"], path)
     if "epoch" not in state:
         return 0, new_history()

@@ -17,6 +17,7 @@ from utils import (
     make_optimizer,
     make_scheduler,
     new_history,
+    run_config,
     save_checkpoint,
 )
 
@@ -153,6 +154,36 @@ def test_resuming_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(ValueError, match="saved by a run with SGD and StepLR, not Adam and OneCycleLR"):
         load_checkpoint(tmp_path / "run.pt", other, other_opt, make_scheduler(other_opt, recipe, 10))
     assert load_checkpoint(tmp_path / "run.pt", Net())[0] == 1  # the weights alone still load
+
+
+def test_continuing_a_run_with_other_settings_is_refused_before_anything_loads(tmp_path):
+    """What the notebook does with `resume`: its parameters must be the run's, but for more epochs."""
+    model, optimizer, scheduler = new_run(0)
+    config = run_config(get_recipe("s5", epochs=2), name="s5", seed=1)
+    save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 2, new_history(), config)
+
+    def resume(**changes):
+        other, other_opt, other_sched = new_run(1)
+        hyperparameters = {**config["hyperparameters"], **{k: v for k, v in changes.items() if k != "seed"}}
+        asked = {**config, "seed": changes.get("seed", 1), "hyperparameters": hyperparameters}
+        done, _ = load_checkpoint(tmp_path / "last.pt", other, other_opt, other_sched, config=asked)
+        return done, other
+
+    for change, message in (({"lr": 0.1}, "lr 0.1 differs from the resumed run's 0.01; a resumed run keeps its"),
+                            ({"seed": 2}, "seed 2 differs from the resumed run's 1"),
+                            ({"epochs": 2}, "nothing left to train: .*last.pt already holds epoch 2 of 2; epochs "
+                                            "above 2 trains it further")):
+        with pytest.raises(ValueError, match=message):
+            resume(**change)
+    done, other = resume(epochs=3)  # more epochs: the one change a run takes
+    assert done == 2 and torch.equal(other.fc1.weight, model.fc1.weight)
+
+    onecycle = run_config(get_recipe("onecycle", epochs=2), name="onecycle")
+    save_checkpoint(tmp_path / "onecycle.pt", model, optimizer, scheduler, 1, new_history(), onecycle)
+    longer = {**onecycle, "hyperparameters": {**onecycle["hyperparameters"], "epochs": 4}}
+    with pytest.raises(ValueError, match="a OneCycle run cannot be extended: .* over 2 epochs; start a new run "
+                                         "with epochs 4"):
+        load_checkpoint(tmp_path / "onecycle.pt", Net(), config=longer)
 
 
 def test_exported_weights_load_alone_but_resume_nothing(tmp_path):

@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import papermill
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -56,11 +58,26 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     assert cli.returncode == 0, cli.stderr
     assert epoch_metrics(text) == epoch_metrics(cli.stdout) and len(epoch_metrics(text)) == 2
     # ... and it can continue the notebook's run: the notebook saved what the run is made of.
+    shutil.copytree(run, tmp_path / "copy")
     cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run), "--epochs", "3",
                           "--data-dir", str(mnist_root)], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
     assert cli.returncode == 0, cli.stderr
     assert "batch_size=128" in cli.stdout and "Epoch 3: train loss" in cli.stdout
+
+    # The notebook continues a run too (a copy of the same one): to the same epoch 3 as train.py; but not
+    # with a parameter other than the run's, which would not be what trains.
+    parameters = {"epochs": 3, "batch_size": 128, "data_dir": str(mnist_root), "resume": str(tmp_path / "copy")}
+    with pytest.raises(papermill.PapermillExecutionError, match="lr 0.1 differs from the resumed run's 0.01"):
+        papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False,
+                                   kernel_name="python3", parameters={**parameters, "lr": 0.1})
+    assert json.loads((tmp_path / "copy" / "history.json").read_text())["epoch"] == [1, 2]  # untouched
+    papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False,
+                               kernel_name="python3", parameters=parameters)
+    resumed = "".join("".join(output.get("text", "")) for cell in json.loads(out.read_text())["cells"]
+                      for output in cell.get("outputs", []))
+    assert "resuming after epoch 2" in resumed
+    assert epoch_metrics(resumed) == epoch_metrics(cli.stdout) == epoch_metrics(resumed)[-1:]
 
 
 def test_the_committed_notebook_holds_a_whole_tidy_run():

@@ -123,8 +123,8 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_pat
         assert train_py_refusal("--resume", run, "--epochs", "3", flag, value, "--data-dir", mnist_root).startswith(
             f"error: {flag} {value} differs from the resumed run's {was}; a resumed run keeps its settings")
     assert train_py_refusal("--resume", run, "--data-dir", mnist_root) == (
-        f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; pass --epochs above 2 to "
-        "train further")
+        f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; --epochs above 2 trains it "
+        "further")
     assert train_py_refusal("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root).startswith(
         f"error: {run / 'last.pt'} holds this run's latest epoch; resume from it")
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run

@@ -197,8 +197,15 @@ def device_arg(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _check_seed(seed):
+    # Epoch e of a run draws from seed + e (DeviceLoader), which torch's generators must still take.
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+
+
 def set_seed(seed):
     """Seed every RNG the training uses (model init, shuffling, augmentation)."""
+    _check_seed(seed)
     torch.manual_seed(seed)
 
 
@@ -420,6 +427,7 @@ def get_data_loaders(batch_size=512, data_dir=None, device=None, pipeline="fast"
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     _check_batch_size(batch_size)
+    _check_seed(seed)
     device = resolve_device(device)
     fast = pipeline == "fast"
     per_image = (None, None) if fast else (train_transforms, test_transforms)  # the fast path augments in batches

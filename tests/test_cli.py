@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, png_claiming
+from conftest import ROOT, png_claiming, train_py_refusal
 from PIL import Image, ImageDraw
 
 import train
@@ -66,6 +66,11 @@ def test_train_writes_history_plot_and_checkpoints_then_resumes(mnist_root, tmp_
     assert "resumed from runs/exp/last.pt after epoch 2" in result.stdout and "Epoch 3:" in result.stdout
     assert "batch_size=128" in result.stdout
     assert json.loads((run_dir / "history.json").read_text())["epoch"] == [1, 2, 3]
+
+
+def test_a_seed_torch_cannot_take_is_one_line(mnist_root):
+    assert train_py_refusal("--seed", 2**64, "--data-dir", mnist_root, "--dry-run") == (
+        "error: seed must be a whole number from 0 to 2**63 - 1, got 18446744073709551616")
 
 
 def test_train_without_data_is_one_clear_error(tmp_path):

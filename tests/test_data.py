@@ -119,6 +119,9 @@ def test_files_with_no_images_are_named(fresh_mnist_root):
     ({"batch_size": 64.0}, "batch_size must be a positive whole number, got 64.0"),
     ({"batch_size": N_TRAIN + 1}, f"batch_size {N_TRAIN + 1} is larger than the {N_TRAIN} training images"),
     ({"pipeline": "torchvision"}, "pipeline must be one of"),
+    ({"seed": 2**64}, r"seed must be a whole number from 0 to 2\*\*63 - 1, got 18446744073709551616"),
+    ({"seed": -1}, "seed must be a whole number from 0"),
+    ({"seed": 1.5}, "seed must be a whole number from 0"),
 ])
 def test_bad_arguments(mnist_root, kwargs, match):
     with pytest.raises(ValueError, match=match):

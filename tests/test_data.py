@@ -1,8 +1,10 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import N_TEST, N_TRAIN, write_idx
+from conftest import N_TEST, N_TRAIN, ROOT, write_idx
 
 from utils import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MNIST_FILES, MNIST_MEAN, MNIST_STD, get_data_loaders
 
@@ -26,6 +28,25 @@ def test_both_pipelines_give_the_same_test_batches(mnist_root):
     s5, _ = zip(*get_data_loaders(64, mnist_root, "cpu", "s5", num_workers=0)[1], strict=True)
     for a, b in zip(fast, s5, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the start methods of Linux")
+def test_the_original_pipeline_gives_the_same_batches_however_its_workers_start(mnist_root):
+    """Python 3.14 starts worker processes by forkserver, not fork, on Linux: each worker then gets the
+    dataset and transforms pickled, not copied. The augmented batches must not change."""
+    script = ("import multiprocessing\n"
+              "multiprocessing.set_start_method('forkserver')\n"
+              "from utils import get_data_loaders\n"
+              "if __name__ == '__main__':\n"
+              f"    loader, _ = get_data_loaders(128, {str(mnist_root)!r}, 'cpu', 's5', seed=3, num_workers=2)\n"
+              "    loader.set_epoch(2)\n"
+              "    print(*(round(images.double().sum().item(), 3) for images, _ in loader))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    loader, _ = get_data_loaders(128, mnist_root, "cpu", "s5", seed=3, num_workers=2)  # forked, before Python 3.14
+    loader.set_epoch(2)
+    assert result.stdout.split() == [f"{round(images.double().sum().item(), 3)}" for images, _ in loader]
 
 
 def test_test_images_are_raw_pixels_normalised(mnist_root):

@@ -173,10 +173,16 @@ def worker_name():
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def is_stale(trial):
-    """A trial left running by a worker on this machine that no longer exists (killed mid-trial)."""
-    host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
-    if trial.state != optuna.trial.TrialState.RUNNING or host != socket.gethostname() or not pid.isdigit():
+def is_stale(trial, locked=False):
+    """A trial left running by a worker that no longer exists (killed mid-trial): one of this machine whose
+    process is gone; or, seen under the journal's lock (`locked`), one with no worker named, whose worker
+    was killed between asking for it and naming itself (both happen under that lock: see next_trial)."""
+    if trial.state != optuna.trial.TrialState.RUNNING:
+        return False
+    if "worker" not in trial.user_attrs:
+        return locked
+    host, _, pid = trial.user_attrs["worker"].rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -205,7 +211,8 @@ def journal_lock(address):
 def next_trial(study, n_trials, address):
     """A new trial, or None once the study holds n_trials finished, pruned or running ones."""
     with journal_lock(address):
-        counted = [t for t in study.get_trials(deepcopy=False, states=COUNTED) if not is_stale(t)]
+        counted = [t for t in study.get_trials(deepcopy=False, states=COUNTED)
+                   if not is_stale(t, locked=is_journal(address))]
         if len(counted) >= n_trials:
             return None
         trial = study.ask()

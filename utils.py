@@ -1045,10 +1045,9 @@ def check_resume(saved, config, done, path, name=str):
     a changed value would not be what trains, and the run's record would say it was. A OneCycle run keeps
     its epochs too (its rate was laid out over them); a run must have epochs left. `name(key)` is how the
     caller spells a setting in the error: the key itself in Python, "--key" for a command line."""
-    run_keys = [key for key in saved if key != "hyperparameters"]
-    pairs = [(key, config.get(key), saved[key]) for key in run_keys]
-    pairs += [(key, value, saved["hyperparameters"].get(key)) for key, value in config["hyperparameters"].items()]
-    for key, value, was in pairs:
+    pairs = [(key, config.get(key), was) for key, was in saved.items() if key != "hyperparameters"]
+    pairs += [(key, config["hyperparameters"].get(key), was) for key, was in saved["hyperparameters"].items()]
+    for key, value, was in pairs:  # what the run saved (a run saved before a setting existed: not that one)
         if key != "epochs" and value != was:
             raise ValueError(f"{name(key)} {value} differs from the resumed run's {was}; a resumed run keeps its "
                              "settings (start a new run to change them)")

@@ -7,9 +7,10 @@
 # Once, on a machine with the data (the device machine has no network; MNIST travels gzipped, ~11 MB):
 #   mkdir -p .gpu && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" > ".gpu/${f##*/}.gz"; done
 #   echo /.gpu/ >> .git/info/exclude
-# Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check.log and results/ (the
+# Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check_all.log and results/ (the
 # JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished. Only 8
-# files come back from a device call: the log holds every run's numbers too.
+# files come back from a device call: the log holds every run's numbers too. With a device budget too short
+# for all of it and a rerun, run `bash benchmarks/gpu_check.sh decide` (~6 min) first, then `rest` (~3 min).
 # Rehearse it here on the CPU with tiny settings (~10 min on 2 cores; fp16, slow on a CPU, hits its cap):
 #   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
 #   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh
@@ -18,6 +19,8 @@ OUT=${OUT:-/tmp/gpu_check}
 EXTRA=${EXTRA:-}            # appended to every full run (argparse: the last value wins)
 THROUGHPUT=${THROUGHPUT:-}  # appended to the throughput run
 TESTS=${TESTS:-tests/test_cuda.py}
+part=${1:-all}              # decide (what #14 needs, ~6 min), rest (~3 min), or all
+case $part in decide|rest|all) ;; *) echo "usage: bash benchmarks/gpu_check.sh [decide|rest|all]"; exit 2 ;; esac
 results=$OUT/results
 mkdir -p "$results"
 if [ -z "${MNIST_DATA_DIR:-}" ]; then
@@ -36,10 +39,7 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     echo "process wall time $((SECONDS - start)) s (python's start and imports included)"
 }
 
-{
-    date -u
-    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv 2>/dev/null
-    "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+decide() {  # what issue #14 is decided by (~6 min)
     # First what decides the default: single 20-epoch runs timed end to end, one fresh process each (what a
     # user's `python train.py` pays, capture or compile included): eager, the default (auto: graphed) and
     # torch.compile's CUDA graphs, all in this one call.
@@ -57,11 +57,25 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     timeout 200 "$python" -m pytest -q -p no:cacheprovider "$TESTS"
     echo "== train.py --dry-run, as a user starts it (it names the step it replays)"
     timeout 60 "$python" train.py --dry-run
+}
+
+rest() {  # the README's other GPU numbers (~3 min)
     echo "== throughput and profiles"
     timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
     for mode in off auto; do
         timeout 60 "$python" benchmarks/bench.py --mode profile --compile "$mode" $THROUGHPUT
     done
     full tuned_seeds1-5 --recipe tuned --seeds 5
+}
+
+{
     date -u
-} 2>&1 | tee "$OUT/gpu_check.log"
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv 2>/dev/null
+    "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    case $part in
+        decide) decide ;;
+        rest) rest ;;
+        *) decide; rest ;;
+    esac
+    date -u
+} 2>&1 | tee "$OUT/gpu_check_$part.log"

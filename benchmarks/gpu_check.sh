@@ -10,7 +10,7 @@
 # Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check_all.log and results/ (the
 # JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished. Only 8
 # files come back from a device call: the log holds every run's numbers too. With a device budget too short
-# for all of it and a rerun, run `bash benchmarks/gpu_check.sh decide` (~6 min) first, then `rest` (~3 min).
+# for all of it and a rerun, run `bash benchmarks/gpu_check.sh decide` (~7 min) first, then `rest` (~3 min).
 # Rehearse it here on the CPU with tiny settings (~10 min on 2 cores; fp16, slow on a CPU, hits its cap):
 #   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
 #   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh

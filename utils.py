@@ -1045,19 +1045,19 @@ def check_resume(saved, config, done, path, name=str):
     a changed value would not be what trains, and the run's record would say it was. A OneCycle run keeps
     its epochs too (its rate was laid out over them); a run must have epochs left. `name(key)` is how the
     caller spells a setting in the error: the key itself in Python, "--key" for a command line."""
+    was_hyper, hyper = saved.get("hyperparameters", {}), config["hyperparameters"]
     pairs = [(key, config.get(key), was) for key, was in saved.items() if key != "hyperparameters"]
-    pairs += [(key, config["hyperparameters"].get(key), was) for key, was in saved["hyperparameters"].items()]
+    pairs += [(key, hyper.get(key), was) for key, was in was_hyper.items()]
     for key, value, was in pairs:  # what the run saved (a run saved before a setting existed: not that one)
         if key != "epochs" and value != was:
             raise ValueError(f"{name(key)} {value} differs from the resumed run's {was}; a resumed run keeps its "
                              "settings (start a new run to change them)")
-    before, epochs = saved["hyperparameters"]["epochs"], config["hyperparameters"]["epochs"]
-    if saved["hyperparameters"].get("schedule") == "onecycle" and epochs != before:
-        raise ValueError(f"a OneCycle run cannot be extended: its learning rate was laid out over {before} "
-                         f"epochs; start a new run with {name('epochs')} {epochs}")
+    onecycle, epochs = was_hyper.get("schedule") == "onecycle", hyper["epochs"]
+    if onecycle and epochs != was_hyper["epochs"]:
+        raise ValueError(f"a OneCycle run cannot be extended: its learning rate was laid out over "
+                         f"{was_hyper['epochs']} epochs; start a new run with {name('epochs')} {epochs}")
     if epochs <= done:
-        more = ("start a new run with more epochs" if saved["hyperparameters"].get("schedule") == "onecycle"
-                else f"{name('epochs')} above {done} trains it further")
+        more = "start a new run with more epochs" if onecycle else f"{name('epochs')} above {done} trains it further"
         raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
 
 

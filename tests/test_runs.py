@@ -150,6 +150,14 @@ def test_labels_out_of_range_are_refused_before_training(fresh_mnist_root, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_name_that_is_no_folder_name_is_refused(mnist_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("", "a/b", ".."):
+        refused(f"run name {name!r} is not a folder name; give one such as 'exp'", "--data-dir", mnist_root,
+                "--name", name)
+    assert files(tmp_path) == []
+
+
 def test_a_batch_larger_than_the_training_set_is_refused(mnist_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused("batch_size 100000 is larger than the 512 training images; use a smaller batch",

@@ -871,7 +871,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
 def make_run_dir(root="runs", name="exp"):
     """A new, empty folder for one run: root/name, else root/name2, root/name3, ... (each made with one
     mkdir, so two runs started at once never share a folder). Returns its Path."""
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
+    if name in ("", "..") or Path(name).name != name:  # "a/b", ".", "./x": a path, not a name
         raise ValueError(f"run name {name!r} is not a folder name; give one such as 'exp' (--runs-dir says where)")
     root = Path(root)
     try:

@@ -210,9 +210,9 @@ def journal_lock(address):
 
 def next_trial(study, n_trials, address):
     """A new trial, or None once the study holds n_trials finished, pruned or running ones."""
+    locked = is_journal(address)  # journal_lock holds a lock for journal files only
     with journal_lock(address):
-        counted = [t for t in study.get_trials(deepcopy=False, states=COUNTED)
-                   if not is_stale(t, locked=is_journal(address))]
+        counted = [t for t in study.get_trials(deepcopy=False, states=COUNTED) if not is_stale(t, locked)]
         if len(counted) >= n_trials:
             return None
         trial = study.ask()

@@ -20,6 +20,17 @@ def epoch_metrics(text):
     return [re.sub(r" \| [\d.]+s$", "", line) for line in text.splitlines() if "train loss" in line]
 
 
+def run_notebook(out, **parameters):
+    """S5.ipynb run headless with these parameters, saved to `out`; returns its cells' outputs."""
+    papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False,
+                               kernel_name="python3", parameters=parameters)
+    return [output for cell in json.loads(out.read_text())["cells"] for output in cell.get("outputs", [])]
+
+
+def printed(outputs):
+    return "".join("".join(output.get("text", "")) for output in outputs)
+
+
 def tracked_changes():
     """`git status` of the repository's tracked files (None outside a git checkout)."""
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
@@ -30,13 +41,9 @@ def tracked_changes():
 def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     out = tmp_path / "S5-out.ipynb"
     before = tracked_changes()
-    papermill.execute_notebook(
-        str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False, kernel_name="python3",
-        parameters={"epochs": 2, "batch_size": 128, "data_dir": str(mnist_root), "runs_dir": str(tmp_path / "runs")},
-    )
+    outputs = run_notebook(out, epochs=2, batch_size=128, data_dir=str(mnist_root), runs_dir=str(tmp_path / "runs"))
     assert tracked_changes() == before  # the README's figures and every other tracked file untouched
-    outputs = [output for cell in json.loads(out.read_text())["cells"] for output in cell.get("outputs", [])]
-    text = "".join("".join(output.get("text", "")) for output in outputs)
+    text = printed(outputs)
     # The six figures show in the notebook itself, even where MPLBACKEND=Agg is set (as in CI).
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 6
     step = re.search(r"loss on this batch: ([\d.]+) before the step, ([\d.]+) after", text)
@@ -69,13 +76,9 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     # with a parameter other than the run's, which would not be what trains.
     parameters = {"epochs": 3, "batch_size": 128, "data_dir": str(mnist_root), "resume": str(tmp_path / "copy")}
     with pytest.raises(papermill.PapermillExecutionError, match="lr 0.1 differs from the resumed run's 0.01"):
-        papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False,
-                                   kernel_name="python3", parameters={**parameters, "lr": 0.1})
+        run_notebook(out, **parameters, lr=0.1)
     assert json.loads((tmp_path / "copy" / "history.json").read_text())["epoch"] == [1, 2]  # untouched
-    papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(out), cwd=str(ROOT), progress_bar=False,
-                               kernel_name="python3", parameters=parameters)
-    resumed = "".join("".join(output.get("text", "")) for cell in json.loads(out.read_text())["cells"]
-                      for output in cell.get("outputs", []))
+    resumed = printed(run_notebook(out, **parameters))
     assert "resuming after epoch 2" in resumed
     assert epoch_metrics(resumed) == epoch_metrics(cli.stdout) == epoch_metrics(resumed)[-1:]
 

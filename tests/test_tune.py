@@ -48,13 +48,17 @@ def run(script, *args, cwd):
     return finish(start(script, *args, cwd=cwd))
 
 
+def load(journal, study="onecycle"):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=study, storage=storage)
+
+
 def trials(journal, study="onecycle", missing_ok=False):
     """The study's trials; with missing_ok, [] while a worker has yet to write the journal or the study."""
     if missing_ok and not journal.exists():
         return []
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     try:
-        return optuna.load_study(study_name=study, storage=storage).get_trials()
+        return load(journal, study).get_trials()
     except KeyError:
         if missing_ok:
             return []
@@ -162,8 +166,7 @@ def test_a_killed_worker_leaves_a_study_that_goes_on(mnist_root, tmp_path):
     finish(worker)
     assert [t.state.name for t in trials(journal)] == ["RUNNING"]  # left behind by the killed worker
     # As a worker killed between asking for its trial and writing its name into it leaves the study:
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    optuna.load_study(study_name="onecycle", storage=storage).ask()
+    load(journal).ask()
     code, out, err = run("tune.py", *args, cwd=tmp_path)
     assert code == 0, err
     states = [t.state.name for t in trials(journal)]

@@ -77,7 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=positive(int), help="batch size (s5: 512)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (s5), adam (onecycle) or adamw")
     p.add_argument("--lr", type=positive(float), help="learning rate; OneCycle's peak (s5: 0.01)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (s5: 0.9; Adam ignores it)")
+    p.add_argument("--momentum", type=float, help="SGD momentum, under StepLR (s5: 0.9)")
     p.add_argument("--step-size", type=positive(int), help="StepLR: epochs between decays (s5: 15)")
     p.add_argument("--gamma", type=positive(float), help="StepLR: decay factor (s5: 0.1)")
     p.add_argument("--weight-decay", type=float, help="weight decay (s5: 0)")

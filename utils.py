@@ -149,13 +149,31 @@ ORIGINAL_STEP = {"precision": "fp32", "channels_last": False}
 
 def get_recipe(name="s5", pipeline="fast", **overrides):
     """The named recipe for `pipeline` (the original "s5" pipeline trains with ORIGINAL_STEP), with any
-    non-None overrides applied (validated)."""
+    non-None overrides applied (validated). An override the recipe would train without (momentum with Adam
+    or under OneCycle, StepLR's step_size and gamma under OneCycle) is refused, not silently dropped."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     step = ORIGINAL_STEP if pipeline == "s5" else {}
-    return dataclasses.replace(RECIPES[name], **{**step, **{k: v for k, v in overrides.items() if v is not None}})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    recipe = dataclasses.replace(RECIPES[name], **{**step, **given})
+    for key, why in _unused_settings(recipe).items():
+        if key in given:
+            raise ValueError(f"{key} {given[key]} would change nothing: {why}; leave it out")
+    return recipe
+
+
+def _unused_settings(recipe):
+    """The settings `recipe` trains without, each with the reason."""
+    unused = {}
+    if recipe.schedule == "onecycle":
+        unused["momentum"] = "OneCycle cycles the momentum itself (SGD's, or Adam's beta1: 0.95 to 0.85 and back)"
+        for key in ("step_size", "gamma"):
+            unused[key] = "it is StepLR's, and this recipe schedules with OneCycle"
+    elif recipe.optimizer != "sgd":
+        unused["momentum"] = f"it is SGD's, and {recipe.optimizer} keeps its own betas (0.9, 0.999)"
+    return unused
 
 
 def run_config(recipe, *, name="s5", seed=1, pipeline="fast"):

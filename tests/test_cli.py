@@ -73,6 +73,13 @@ def test_a_seed_torch_cannot_take_is_one_line(mnist_root):
         "error: seed must be a whole number from 0 to 2**63 - 1, got 18446744073709551616")
 
 
+def test_a_flag_the_recipe_ignores_is_one_line(mnist_root, tmp_path):
+    line = train_py_refusal("--recipe", "onecycle", "--momentum", "0.8", "--runs-dir", tmp_path, "--data-dir",
+                            mnist_root)
+    assert line.startswith("error: momentum 0.8 would change nothing") and line.endswith("leave it out")
+    assert not (tmp_path / "exp").exists()
+
+
 def test_train_without_data_is_one_clear_error(tmp_path):
     env_free = run("train.py", "--dry-run", "--data-dir", tmp_path / "empty", cwd=tmp_path)
     assert env_free.returncode == 1

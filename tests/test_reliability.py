@@ -44,6 +44,24 @@ def test_regularisation_out_of_range_is_refused(field, value, message):
         get_recipe("onecycle", **{field: value})
 
 
+@pytest.mark.parametrize("recipe, overrides, message", [
+    ("onecycle", {"momentum": 0.8}, "momentum 0.8 would change nothing: OneCycle cycles the momentum itself"),
+    ("onecycle", {"optimizer": "sgd", "momentum": 0.8}, "OneCycle cycles the momentum itself"),
+    ("s5", {"optimizer": "adam", "momentum": 0.8}, "momentum 0.8 would change nothing: it is SGD's"),
+    ("tuned", {"step_size": 5}, "step_size 5 would change nothing: it is StepLR's"),
+    ("s5", {"schedule": "onecycle", "gamma": 0.5}, "gamma 0.5 would change nothing: it is StepLR's"),
+])
+def test_a_setting_the_recipe_would_ignore_is_refused(recipe, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        get_recipe(recipe, **overrides)
+
+
+def test_settings_the_recipe_uses_are_taken():
+    assert get_recipe("s5", momentum=0.8, step_size=5, gamma=0.5).momentum == 0.8
+    assert get_recipe("s5", optimizer="adam").optimizer == "adam"  # momentum left at its default: fine
+    assert get_recipe("onecycle", optimizer="sgd", lr=0.05).lr == 0.05
+
+
 class PoisonedLoader:
     """A user's loader whose batch 3 of epoch 2 holds a NaN."""
 

@@ -19,7 +19,9 @@ from utils import (
 
 def start(root, pipeline="fast", schedule="step", seed=0, optimizer="sgd"):
     lr = 0.003 if optimizer == "adam" else 0.02
-    recipe = get_recipe("s5", epochs=4, batch_size=64, step_size=2, schedule=schedule, lr=lr, optimizer=optimizer)
+    step_size = 2 if schedule == "step" else None  # StepLR's; a OneCycle recipe refuses it
+    recipe = get_recipe("s5", epochs=4, batch_size=64, step_size=step_size, schedule=schedule, lr=lr,
+                        optimizer=optimizer)
     set_seed(seed)
     train_loader, test_loader = get_data_loaders(recipe.batch_size, root, "cpu", pipeline, seed=seed)
     model = Net()

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -127,10 +129,22 @@ def open_storage(address, wait_s=10):
                                   f"python benchmarks/tune.py --serve {host}:{port}") from None
         return storage
     if not is_journal(address):
-        return optuna.storages.RDBStorage(address)
+        return open_database(address)
     check_journal(address)
     Path(address).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(address))
+
+
+def open_database(url, tries=10):
+    """Optuna's storage in the database at url. Workers started at once on a new database race to create
+    Optuna's tables (optuna/optuna#1092): the one that loses waits, then finds the tables made."""
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def check_journal(path):

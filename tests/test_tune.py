@@ -154,9 +154,10 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+@pytest.mark.parametrize("storage", ["journal", "postgresql", "sqlite"])
 def test_two_workers_share_a_study_without_losing_or_repeating_trials(mnist_root, tmp_path, storage, request):
-    address = tmp_path / "tune.journal" if storage == "journal" else request.getfixturevalue("postgres")
+    address = {"journal": lambda: tmp_path / "tune.journal", "sqlite": lambda: f"sqlite:///{tmp_path}/tune.db",
+               "postgresql": lambda: request.getfixturevalue("postgres")}[storage]()
     args = ("--data-dir", mnist_root, "--storage", address, "--trials", 6, *TINY)
     workers = [start("tune.py", *args, cwd=tmp_path) for _ in range(2)]
     results = [finish(worker) for worker in workers]

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
 import torch
 
@@ -137,7 +138,11 @@ def open_storage(address, wait_s=10):
 
 def open_database(url, tries=10):
     """Optuna's storage in the database at url. Workers started at once on a new database race to create
-    Optuna's tables (optuna/optuna#1092): the one that loses waits, then finds the tables made."""
+    Optuna's tables (optuna/optuna#1092): the one that loses waits, then finds the tables made. An SQLite
+    file's folder is made, as a journal's is."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(tries):
         try:
             return optuna.storages.RDBStorage(url)
@@ -354,7 +359,10 @@ def main(argv=None):
             storage = open_storage(args.storage)
         except (ValueError, ConnectionError):
             raise
-        except Exception as error:  # a database's driver missing or refusing: its first line says why
+        except ImportError as error:  # Optuna's own words name no driver; the import that failed does
+            raise ValueError(f"cannot open --storage {args.storage}: no driver for this database is installed "
+                             f"({error.__cause__ or error}); install the one SQLAlchemy names for it") from None
+        except Exception as error:  # a database refusing, a URL SQLAlchemy cannot read: its first line says why
             raise ValueError(f"cannot open --storage {args.storage}: {str(error).splitlines()[0]}") from None
         if args.serve:
             return serve(args.serve, storage)

@@ -156,7 +156,7 @@ def postgres():
 
 @pytest.mark.parametrize("storage", ["journal", "postgresql", "sqlite"])
 def test_two_workers_share_a_study_without_losing_or_repeating_trials(mnist_root, tmp_path, storage, request):
-    address = {"journal": lambda: tmp_path / "tune.journal", "sqlite": lambda: f"sqlite:///{tmp_path}/tune.db",
+    address = {"journal": lambda: tmp_path / "tune.journal", "sqlite": lambda: f"sqlite:///{tmp_path}/new/tune.db",
                "postgresql": lambda: request.getfixturevalue("postgres")}[storage]()
     args = ("--data-dir", mnist_root, "--storage", address, "--trials", 6, *TINY)
     workers = [start("tune.py", *args, cwd=tmp_path) for _ in range(2)]
@@ -221,6 +221,8 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         ("--epochs", "3"): "study 'onecycle' was made with other settings: --epochs 3 (study: 1)",
         ("--epochs", "1", "--storage", "grpc://nowhere"): "write a gRPC proxy's address as grpc://HOST:PORT",
         ("--epochs", "1", "--storage", "postgresql://u@127.0.0.1:1/db"): "cannot open --storage postgresql://",
+        ("--epochs", "1", "--storage", "mysql+mysqldb://u@127.0.0.1:1/db"):
+            "no driver for this database is installed (No module named 'MySQLdb')",
         ("--epochs", "1", "--validation", str(N_TRAIN)): "--validation must be between 1 and",
     }
     for extra, message in refusals.items():

@@ -1013,6 +1013,15 @@ def _load_weights(model, weights, path):
     model.load_state_dict(weights)
 
 
+def _without_wrapper_prefix(weights):
+    """A state_dict saved from a wrapped model, keys without the wrapper's prefix: "module." for
+    DataParallel and DistributedDataParallel, "_orig_mod." for torch.compile."""
+    for prefix in ("module.", "_orig_mod."):
+        if all(key.startswith(prefix) for key in weights):
+            weights = {key.removeprefix(prefix): value for key, value in weights.items()}
+    return weights
+
+
 def read_checkpoint(path):
     """The checkpoint at path as a dict ("model": the weights; "epoch", "history", "config", ... when
     save_checkpoint wrote it), loaded with weights_only=True and checked: weights that are not all finite
@@ -1032,13 +1041,17 @@ def read_checkpoint(path):
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if unsafe:
             raise ValueError(f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that "
-                             "could run code; only checkpoints of tensors and plain data load") from None
+                             "could run code; only checkpoints of tensors and plain data load (a whole model: "
+                             "save model.state_dict() instead)") from None
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}); "
                          "pass a file written by save_checkpoint") from None
+    if isinstance(state, dict) and "model" not in state and isinstance(state.get("model_state_dict"), dict):
+        state = state["model_state_dict"]  # PyTorch's tutorial layout ("Saving a general checkpoint"): its weights
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        state = {"model": state}
+        state = {"model": _without_wrapper_prefix(state)}
     elif not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
-        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (no model/epoch/history)")
+        raise ValueError(f"{path} is neither a checkpoint of train.py or the notebook nor a model's state_dict "
+                         "(no model/epoch/history); save model.state_dict() and give that file")
     broken = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise ValueError(f"{path} holds weights that are not finite (NaN or inf in {', '.join(broken[:3])}): "
@@ -1087,8 +1100,9 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, co
     settings is refused first (check_resume).
 
     Loads with weights_only=True: tensors and plain data only, never arbitrary pickled objects. Refuses
-    weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path));
-    then returns (0, new_history()).
+    weights that are not all finite. Also accepts a bare state_dict (torch.save(model.state_dict(), path)),
+    also of a compiled or DataParallel model, or PyTorch's tutorial layout ({"model_state_dict": ...}); then
+    returns (0, new_history()).
     """
     state = read_checkpoint(path)
     if config is not None and state.get("config") is not None:

@@ -49,6 +49,27 @@ def test_a_plain_state_dict_loads_as_weights(tmp_path):
     assert torch.equal(other.fc2.weight, model.fc2.weight)
 
 
+@pytest.mark.parametrize("layout", ["tutorial", "compiled", "DataParallel"])
+def test_weights_saved_the_usual_other_ways_load(tmp_path, layout):
+    model, optimizer, _ = new_run(0)
+    saved = {"tutorial": lambda: {"model_state_dict": model.state_dict(), "epoch": 3, "loss": 0.1,
+                                  "optimizer_state_dict": optimizer.state_dict()},  # PyTorch's tutorial
+             "compiled": lambda: torch.compile(model).state_dict(),
+             "DataParallel": lambda: nn.DataParallel(model).state_dict()}[layout]()
+    torch.save(saved, tmp_path / "weights.pt")
+    other, _, _ = new_run(1)
+    assert load_checkpoint(tmp_path / "weights.pt", other)[0] == 0
+    for mine, theirs in zip(other.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_whole_pickled_model_is_refused_with_what_to_save_instead(tmp_path):
+    model, _, _ = new_run(0)
+    torch.save(model, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"pickled Python object \(model.Net\).*save model.state_dict\(\) instead"):
+        load_checkpoint(tmp_path / "model.pt", Net())
+
+
 class Payload:
     """Unpickling this runs code: it would create the marker file."""
 
@@ -115,7 +136,7 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="notes.txt is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "notes.txt", Net())
     torch.save({"weights": [1, 2, 3]}, tmp_path / "dict.pt")
-    with pytest.raises(ValueError, match="not a checkpoint written by save_checkpoint"):
+    with pytest.raises(ValueError, match="neither a checkpoint of train.py or the notebook nor a model's state_dict"):
         load_checkpoint(tmp_path / "dict.pt", Net())
     with pytest.raises(FileNotFoundError, match="nothing.pt does not exist"):
         load_checkpoint(tmp_path / "nothing.pt", Net())

@@ -41,7 +41,8 @@ class Net(nn.Module):
                 "convert with x.float() / 255 and normalise as utils.test_transforms does"
             )
         weights = self.conv1.weight.dtype
-        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+        # Autocast casts float32 images to its own type, but leaves float64 as it is.
+        if x.dtype != weights and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type)):
             raise ValueError(f"Net's weights are {weights} but the images are {x.dtype}; convert the images with "
                              f"x.to({weights}) (or the model with model.to({x.dtype}))")
         # Max-pool before ReLU where both follow a conv: the same function (both are monotone, so they

@@ -670,7 +670,7 @@ def _to_device(data, target, device, channels_last):
     data = data.to(device, non_blocking=True)
     if channels_last and data.dim() == 4:
         data = data.contiguous(memory_format=torch.channels_last)
-    return data, target.to(device, non_blocking=True)
+    return data, target.to(device, torch.long, non_blocking=True)  # int32 labels too: the losses take int64
 
 
 def _check_classes(target, classes):

@@ -185,7 +185,19 @@ def test_batches_that_are_not_images_and_class_indices_are_named(batch, error, m
         with pytest.raises(error) as refusal:
             run()
         assert message in str(refusal.value) and "\n" not in str(refusal.value)
-    utils.train(model, "cpu", [(IMAGES, LABELS.to(torch.uint8))], optimizer)  # bytes are class indices too
+    for kind in (torch.uint8, torch.int16, torch.int32):  # class indices too (numpy's int32 labels, say)
+        assert utils.train(model, "cpu", [(IMAGES, LABELS.to(kind))], optimizer)[0] > 0
+        assert utils.test(model, "cpu", [(IMAGES, LABELS.to(kind))])[0] > 0
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_float64_images_are_named_under_autocast_too(precision):
+    model, optimizer, _ = new_run()
+    batches, named = [(IMAGES.double(), LABELS)], "^Net's weights are torch.float32 but the images are torch.float64; "
+    with pytest.raises(ValueError, match=named):
+        utils.train(model, "cpu", batches, optimizer, precision=precision)
+    with pytest.raises(ValueError, match=named):
+        utils.test(model, "cpu", batches, precision=precision)
 
 
 def test_the_original_pipeline_trains_as_the_original_did():

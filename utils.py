@@ -710,6 +710,12 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     cpu_memory.keep_freed_memory() makes every step faster; it changes the whole process, so it is yours to
     call.
     """
+    epoch_schedulers = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
+                        torch.optim.lr_scheduler.ExponentialLR)
+    if isinstance(scheduler, epoch_schedulers):  # stepped per batch, S5's StepLR(15) would decay after 15 batches
+        raise ValueError(f"{type(scheduler).__name__} steps once per epoch, but train(scheduler=...) steps it after "
+                         "every batch; call scheduler.step() after each train() (fit does), and give train only "
+                         "per-batch schedules such as OneCycleLR")
     model.train()
     _prepare(model, channels_last)
     mode = resolve_compile_mode(model, device, compile_mode)

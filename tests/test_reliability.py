@@ -190,6 +190,14 @@ def test_batches_that_are_not_images_and_class_indices_are_named(batch, error, m
         assert utils.test(model, "cpu", [(IMAGES, LABELS.to(kind))])[0] > 0
 
 
+def test_an_epoch_scheduler_given_to_train_is_refused():
+    model, optimizer, scheduler = new_run()  # the S5 recipe's StepLR(15, 0.1)
+    with pytest.raises(ValueError, match="^StepLR steps once per epoch, but train.scheduler=.... steps it after "
+                                         "every batch; call scheduler.step.. after each train.. .fit does."):
+        utils.train(model, "cpu", [(IMAGES, LABELS)] * 20, optimizer, scheduler=scheduler)
+    assert optimizer.param_groups[0]["lr"] == 0.01  # nothing stepped
+
+
 @pytest.mark.parametrize("precision", ["auto", "fp32"])
 def test_float64_images_are_named_under_autocast_too(precision):
     model, optimizer, _ = new_run()

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import functools
 import glob
+import gzip
 import io
 import itertools
 import json
@@ -239,6 +240,28 @@ def _missing_files(raw_dir):
     return [name for pair in MNIST_FILES.values() for name in pair if not (raw_dir / name).is_file()]
 
 
+def _gunzip_official_files(raw_dir):
+    """Uncompress the files MNIST is published as (train-images-idx3-ubyte.gz, ...) where raw_dir holds
+    them without their uncompressed copies, as torchvision's download would."""
+    for name in _missing_files(raw_dir):
+        packed = raw_dir / f"{name}.gz"
+        if packed.is_file():
+            try:
+                with gzip.open(packed) as file:
+                    data = file.read()
+            except (OSError, EOFError) as error:
+                raise ValueError(f"{packed} is not a whole gzip file ({error}); download it again") from None
+            atomic_write(raw_dir / name, data)
+
+
+def _folder_holding_mnist(given):
+    """The data_dir that was meant when `given` is the MNIST/ or MNIST/raw/ folder itself, else None."""
+    for files, meant in ((given, given.parent.parent), (given / "raw", given.parent)):
+        if not _missing_files(files):
+            return meant
+    return None
+
+
 def _try_download(root):
     """Let torchvision download MNIST into root; True on success. Fails fast without a network, and then
     removes the folders it made (a mistyped data_dir leaves nothing behind)."""
@@ -303,11 +326,17 @@ def check_mnist_files(raw_dir):
 def get_mnist_datasets(data_dir=None, download=True, train_transform=None, test_transform=None):
     """(train, test) torchvision MNIST datasets from <data_dir>/MNIST/raw/, checked before use.
 
-    Downloads when the files are missing and `download` is true; raises FileNotFoundError naming the
-    folder and the four files when they are missing and cannot be downloaded.
+    Uncompresses the files as MNIST is published (.gz) where only those are there; downloads when the
+    files are missing and `download` is true; raises FileNotFoundError naming the folder and the four files
+    when they are missing and cannot be downloaded, ValueError when data_dir is MNIST/ or MNIST/raw/ itself.
     """
     root = resolve_data_dir(data_dir)
     raw_dir = root / "MNIST" / "raw"
+    _gunzip_official_files(raw_dir)
+    meant = _folder_holding_mnist(root) if _missing_files(raw_dir) else None
+    if meant is not None:  # not a second copy downloaded inside the first
+        raise ValueError(f"{root} holds the MNIST files itself; give {meant}, the folder that holds MNIST/raw/, as "
+                         "data_dir / MNIST_DATA_DIR")
     if _missing_files(raw_dir) and not (download and _try_download(root) and not _missing_files(raw_dir)):
         files = ", ".join(_missing_files(raw_dir))
         raise FileNotFoundError(

@@ -1,3 +1,4 @@
+import gzip
 import os
 import subprocess
 import sys
@@ -84,6 +85,31 @@ def test_missing_files_without_download(tmp_path):
 
 def raw(root, name):
     return root / "MNIST" / "raw" / name
+
+
+def test_the_files_as_mnist_publishes_them_are_uncompressed(mnist_root, fresh_mnist_root):
+    for name in ALL_FILES:  # only the .gz files, as downloaded by hand
+        path = raw(fresh_mnist_root, name)
+        path.with_name(f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    _, test_loader = get_data_loaders(64, fresh_mnist_root, "cpu", download=False)
+    _, original = get_data_loaders(64, mnist_root, "cpu", download=False)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(test_loader, original, strict=True))
+    assert all(raw(fresh_mnist_root, name).read_bytes() == raw(mnist_root, name).read_bytes() for name in ALL_FILES)
+    half = raw(fresh_mnist_root, "t10k-labels-idx1-ubyte.gz")
+    half.write_bytes(half.read_bytes()[:20])
+    raw(fresh_mnist_root, "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz is not a whole gzip file .*; download it again"):
+        get_data_loaders(64, fresh_mnist_root, "cpu", download=False)
+
+
+@pytest.mark.parametrize("inside", ["MNIST", "MNIST/raw"])
+def test_data_dir_given_as_the_mnist_folder_itself_names_the_right_one(mnist_root, inside, capsys):
+    with pytest.raises(ValueError) as info:
+        get_data_loaders(64, mnist_root / inside, "cpu")  # download on: none is tried
+    assert str(info.value) == (f"{mnist_root / inside} holds the MNIST files itself; give {mnist_root}, the folder "
+                               "that holds MNIST/raw/, as data_dir / MNIST_DATA_DIR")
+    assert "downloading" not in capsys.readouterr().out and not (mnist_root / inside / "MNIST").exists()
 
 
 def test_wrong_magic_number_names_the_file(fresh_mnist_root):

@@ -147,8 +147,8 @@ def open_database(url, tries=10):
         try:
             return optuna.storages.RDBStorage(url)
         except sqlalchemy.exc.DBAPIError as error:
-            lost_race = isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
-                "already exists" in str(error) or "database is locked" in str(error))  # SQLite's words for it
+            lost_race = isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or any(
+                words in str(error) for words in ("already exists", "database is locked"))  # SQLite's words for it
             if not lost_race or attempt == tries - 1:
                 raise
             time.sleep(0.2 + random.random())

@@ -1189,10 +1189,15 @@ def _save(fig, save_path):
 
 
 def plot_sample_data(loader, n=12, save_path=None):
-    """A grid of the first n images of the loader's first batch, with their labels; returns the Figure."""
+    """A grid of the first n images of the loader's first batch, with their labels; returns the Figure.
+    Each image is shown scaled to its own range, so normalised images and raw [0, 1] ones look alike."""
     import matplotlib.pyplot as plt
 
-    images, labels = next(iter(loader))
+    images, labels = _unpack(next(iter(loader)))
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3:
+        raise ValueError(f"plot_sample_data shows grey images, [N, 1, H, W] or [N, H, W]; got {list(images.shape)}")
     n = min(n, len(images))
     cols = min(n, 6)
     rows = math.ceil(n / cols)
@@ -1200,7 +1205,7 @@ def plot_sample_data(loader, n=12, save_path=None):
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i, 0].float().cpu() * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(images[i].float().cpu().numpy(), cmap="gray")
             ax.set_title(int(labels[i]))
     fig.tight_layout()
     return _save(fig, save_path)
@@ -1212,6 +1217,10 @@ def plot_train_metrics(history, save_path=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    missing = [key for key in new_history() if key != "seconds" and key not in history]
+    if missing:
+        raise ValueError(f"history lacks {', '.join(missing)}: plot_train_metrics plots a history as fit fills "
+                         "it (new_history(), one list per metric)")
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     epochs, lrs = history["epoch"], history["lr"]
     # Epochs that start with a rate at most half the one before: a step down (OneCycle's glide is not).

@@ -1266,7 +1266,8 @@ def confusion_matrix(targets, predictions, num_classes=10):
 
 
 def plot_misclassified(images, targets, probs, n=24, save_path=None):
-    """The n most confident mistakes: image, true and predicted label, confidence; returns the Figure."""
+    """The n most confident mistakes: image (scaled to its own range), true and predicted label, confidence;
+    returns the Figure."""
     import matplotlib.pyplot as plt
 
     confidence, predicted = probs.max(dim=1)
@@ -1278,7 +1279,7 @@ def plot_misclassified(images, targets, probs, n=24, save_path=None):
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
-        ax.imshow(images[i, 0] * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(images[i, 0].float().numpy(), cmap="gray")  # scaled to its own range, as plot_sample_data
         ax.set_title(f"true {int(targets[i])} pred {int(predicted[i])}\n{100 * confidence[i]:.0f}%", fontsize=9)
     fig.suptitle(f"{len(wrong)} most confident of {int((probs.argmax(1) != targets).sum())} misclassified")
     return _save(fig, save_path)

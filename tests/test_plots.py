@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import synthetic_digits
 
-from utils import normalize, plot_sample_data, plot_train_metrics
+from utils import normalize, plot_misclassified, plot_sample_data, plot_train_metrics
 
 matplotlib.use("Agg")
 
@@ -24,6 +24,18 @@ def test_sample_data_looks_the_same_normalised_or_not():
         for panel, image in zip(panels, raw[:, 0], strict=True):
             expected = (image - image.min()) / (image.max() - image.min())
             assert torch.allclose(panel.float(), expected, atol=1e-5)
+
+
+def test_mistakes_look_the_same_normalised_or_not():
+    images, labels = synthetic_digits(8, seed=0)
+    raw = images[:, None].float() / 255
+    sure = torch.linspace(0.9, 0.5, 8)[:, None]  # every one wrong, the first the surest: shown in this order
+    probs = torch.nn.functional.one_hot((labels + 1) % 10, 10).float() * sure
+    for given in (normalize(raw), raw):
+        panels = shown(plot_misclassified(given, labels, probs, n=8))
+        assert len(panels) == 8
+        for panel, image in zip(panels, raw[:, 0], strict=True):
+            assert torch.allclose(panel.float(), (image - image.min()) / (image.max() - image.min()), atol=1e-5)
 
 
 def test_sample_data_of_colour_images_is_one_line():

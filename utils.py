@@ -1357,7 +1357,7 @@ def plot_feature_maps(maps, image, per_layer=8, save_path=None):
     for ax in axes.flat:
         ax.axis("off")
     for row, (name, output) in zip(axes, maps.items(), strict=True):
-        row[0].imshow(image.reshape(IMAGE_SIZE, IMAGE_SIZE).cpu() * MNIST_STD + MNIST_MEAN, cmap="gray", vmin=0, vmax=1)
+        row[0].imshow(image.reshape(IMAGE_SIZE, IMAGE_SIZE).float().cpu().numpy(), cmap="gray")  # its own range
         row[0].set_title("input", fontsize=8)
         strongest = output.flatten(1).mean(1).argsort(descending=True)[:per_layer]
         for ax, channel in zip(row[1:], strongest.tolist(), strict=False):

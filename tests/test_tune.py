@@ -128,7 +128,9 @@ def free_port():
 
 
 def postgres_bin(program):
-    return shutil.which(program) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"))[-1:]), None)
+    """A PostgreSQL program: on the PATH, else from Debian's /usr/lib/postgresql/<version>/bin."""
+    found = glob.glob(f"/usr/lib/postgresql/*/bin/{program}")
+    return shutil.which(program) or (max(found, key=lambda path: int(Path(path).parts[4])) if found else None)
 
 
 def has_user(name):

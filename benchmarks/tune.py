@@ -143,6 +143,8 @@ def open_database(url, tries=10):
     parsed = sqlalchemy.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.drivername == "postgresql":  # no driver named: SQLAlchemy 2.1 takes psycopg, 2.0 (Python 3.10) psycopg2
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)  # requirements.txt's
     for attempt in range(tries):
         try:
             return optuna.storages.RDBStorage(url)

@@ -10,6 +10,8 @@ import torch
 from conftest import ROOT, png_claiming, train_py_refusal
 from PIL import Image, ImageDraw
 
+import app
+import predict
 import train
 from model import Net
 from predict import DEFAULT_CHECKPOINT
@@ -22,12 +24,14 @@ def run(script, *args, cwd=None):
                           cwd=cwd, env=env, timeout=600)
 
 
-def test_train_help():
-    result = run("train.py", "--help")
-    assert result.returncode == 0
+def test_train_help(capsys):
+    with pytest.raises(SystemExit) as exit:  # train.main as `python train.py --help` runs it
+        train.main(["--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
     for flag in ("--epochs", "--batch-size", "--lr", "--momentum", "--step-size", "--gamma", "--seed",
                  "--data-dir", "--device", "--pipeline", "--checkpoint", "--resume", "--dry-run"):
-        assert flag in result.stdout
+        assert flag in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -81,9 +85,8 @@ def test_a_flag_the_recipe_ignores_is_one_line(mnist_root, tmp_path):
 
 
 def test_train_without_data_is_one_clear_error(tmp_path):
-    env_free = run("train.py", "--dry-run", "--data-dir", tmp_path / "empty", cwd=tmp_path)
-    assert env_free.returncode == 1
-    assert env_free.stderr.strip().startswith("error: MNIST files missing in") and "Traceback" not in env_free.stderr
+    line = train_py_refusal("--dry-run", "--data-dir", tmp_path / "empty")
+    assert line.startswith(f"error: MNIST files missing in {tmp_path / 'empty' / 'MNIST' / 'raw'}") and "\n" not in line
 
 
 def random_checkpoint(path):
@@ -120,27 +123,29 @@ def test_predict_and_the_app_use_the_shipped_weights_by_default(tmp_path):
     result = run("predict.py", tmp_path / "seven.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{tmp_path / 'seven.png'}: 7  (7 ")
-    result = run("app.py", "--checkpoint", tmp_path / "none.pt")
-    assert result.returncode == 1 and result.stderr.strip() == (f"error: checkpoint {tmp_path / 'none.pt'} does not "
-                                                                "exist; check the path or train first")
+    with pytest.raises(SystemExit) as exit:  # app.main as `python app.py ARGS` runs it: refused before any page
+        app.main(["--checkpoint", str(tmp_path / "none.pt")])
+    assert str(exit.value) == f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first"
 
 
-def test_predict_refuses_a_diverged_checkpoint(tmp_path):
+def test_predict_refuses_a_diverged_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = Net()
     with torch.no_grad():
         model.fc1.weight[0, 0] = float("nan")
     save_checkpoint(tmp_path / "nan.pt", model, None, None, 3, new_history())
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
-    result = run("predict.py", tmp_path / "x.png", "--checkpoint", tmp_path / "nan.pt")
-    assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == (f"error: {tmp_path / 'nan.pt'} holds weights that are not finite (NaN or inf "
-                                     "in fc1.weight): the run that wrote it diverged; use an earlier checkpoint")
+    with pytest.raises(SystemExit) as exit:  # predict.main as `python predict.py ARGS` runs it
+        predict.main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "nan.pt")])
+    assert str(exit.value) == (f"error: {tmp_path / 'nan.pt'} holds weights that are not finite (NaN or inf "
+                               "in fc1.weight): the run that wrote it diverged; use an earlier checkpoint")
+    assert capsys.readouterr().out == ""
 
 
 def test_predict_with_a_missing_checkpoint(tmp_path):
-    result = run("predict.py", "x.png", "--checkpoint", tmp_path / "none.pt")
-    assert result.returncode == 1 and "none.pt does not exist" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exit:
+        predict.main(["x.png", "--checkpoint", str(tmp_path / "none.pt")])
+    assert str(exit.value) == f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first"
 
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")

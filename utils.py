@@ -333,16 +333,17 @@ def get_mnist_datasets(data_dir=None, download=True, train_transform=None, test_
     root = resolve_data_dir(data_dir)
     raw_dir = root / "MNIST" / "raw"
     _gunzip_official_files(raw_dir)
-    meant = _folder_holding_mnist(root) if _missing_files(raw_dir) else None
-    if meant is not None:  # not a second copy downloaded inside the first
-        raise ValueError(f"{root} holds the MNIST files itself; give {meant}, the folder that holds MNIST/raw/, as "
-                         "data_dir / MNIST_DATA_DIR")
-    if _missing_files(raw_dir) and not (download and _try_download(root) and not _missing_files(raw_dir)):
-        files = ", ".join(_missing_files(raw_dir))
-        raise FileNotFoundError(
-            f"MNIST files missing in {raw_dir}: {files}. Download failed or was off (no network?); "
-            f"copy the four files there, or point data_dir / MNIST_DATA_DIR at the folder holding MNIST/raw/"
-        )
+    if _missing_files(raw_dir):
+        meant = _folder_holding_mnist(root)
+        if meant is not None:  # rather than download a second copy inside it
+            raise ValueError(f"{root} holds the MNIST files itself; give {meant}, the folder that holds MNIST/raw/, "
+                             "as data_dir / MNIST_DATA_DIR")
+        if not (download and _try_download(root) and not _missing_files(raw_dir)):
+            raise FileNotFoundError(
+                f"MNIST files missing in {raw_dir}: {', '.join(_missing_files(raw_dir))}. Download failed or was off "
+                "(no network?); copy the four files there, or point data_dir / MNIST_DATA_DIR at the folder holding "
+                "MNIST/raw/"
+            )
     check_mnist_files(raw_dir)
     train_set = datasets.MNIST(root, train=True, download=False, transform=train_transform)
     test_set = datasets.MNIST(root, train=False, download=False, transform=test_transform)
@@ -1180,6 +1181,11 @@ def check_plot_path(path, overwrite=False):
     return check_output(path, overwrite)
 
 
+def _show_grey(ax, image):
+    """A grey [H, W] image on ax, scaled to its own range: normalised and raw [0, 1] images look alike."""
+    ax.imshow(image.detach().float().cpu().numpy(), cmap="gray")
+
+
 def _save(fig, save_path):
     if save_path:
         buffer = io.BytesIO()
@@ -1205,7 +1211,7 @@ def plot_sample_data(loader, n=12, save_path=None):
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i].float().cpu().numpy(), cmap="gray")
+            _show_grey(ax, images[i])
             ax.set_title(int(labels[i]))
     fig.tight_layout()
     return _save(fig, save_path)
@@ -1279,7 +1285,7 @@ def plot_misclassified(images, targets, probs, n=24, save_path=None):
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist(), strict=False):
-        ax.imshow(images[i, 0].float().numpy(), cmap="gray")  # scaled to its own range, as plot_sample_data
+        _show_grey(ax, images[i, 0])
         ax.set_title(f"true {int(targets[i])} pred {int(predicted[i])}\n{100 * confidence[i]:.0f}%", fontsize=9)
     fig.suptitle(f"{len(wrong)} most confident of {int((probs.argmax(1) != targets).sum())} misclassified")
     return _save(fig, save_path)
@@ -1357,7 +1363,7 @@ def plot_feature_maps(maps, image, per_layer=8, save_path=None):
     for ax in axes.flat:
         ax.axis("off")
     for row, (name, output) in zip(axes, maps.items(), strict=True):
-        row[0].imshow(image.reshape(IMAGE_SIZE, IMAGE_SIZE).float().cpu().numpy(), cmap="gray")  # its own range
+        _show_grey(row[0], image.reshape(IMAGE_SIZE, IMAGE_SIZE))
         row[0].set_title("input", fontsize=8)
         strongest = output.flatten(1).mean(1).argsort(descending=True)[:per_layer]
         for ax, channel in zip(row[1:], strongest.tolist(), strict=False):

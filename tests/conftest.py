@@ -26,18 +26,24 @@ from utils import (  # noqa: E402
 N_TRAIN, N_TEST = 512, 128
 
 
-def train_py_refusal(*args):
-    """The one line `python train.py ARGS` exits with when it refuses to run, from train.main in this process
-    (no interpreter to start: seconds less per case); fails if it does not refuse."""
-    import train
-
+def refusal(main, *args):
+    """The one line a script exits with when it refuses to run (`python train.py ARGS`, predict.py, app.py),
+    from its main() in this process (no interpreter to start: seconds less per case); fails if it does not
+    refuse."""
     handler = signal.getsignal(signal.SIGTERM)  # train.main makes SIGTERM stop a run: put pytest's back
     try:
         with pytest.raises(SystemExit) as exit:
-            train.main([str(arg) for arg in args])
+            main([str(arg) for arg in args])
     finally:
         signal.signal(signal.SIGTERM, handler)
     return str(exit.value)
+
+
+def train_py_refusal(*args):
+    """refusal() of `python train.py ARGS`."""
+    import train
+
+    return refusal(train.main, *args)
 
 
 def write_idx(path, tensor, magic):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, png_claiming, train_py_refusal
+from conftest import ROOT, png_claiming, refusal, train_py_refusal
 from PIL import Image, ImageDraw
 
 import app
@@ -123,9 +123,8 @@ def test_predict_and_the_app_use_the_shipped_weights_by_default(tmp_path):
     result = run("predict.py", tmp_path / "seven.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{tmp_path / 'seven.png'}: 7  (7 ")
-    with pytest.raises(SystemExit) as exit:  # app.main as `python app.py ARGS` runs it: refused before any page
-        app.main(["--checkpoint", str(tmp_path / "none.pt")])
-    assert str(exit.value) == f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first"
+    assert refusal(app.main, "--checkpoint", tmp_path / "none.pt") == (  # refused before any page starts
+        f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first")
 
 
 def test_predict_refuses_a_diverged_checkpoint(tmp_path, capsys):
@@ -135,17 +134,15 @@ def test_predict_refuses_a_diverged_checkpoint(tmp_path, capsys):
         model.fc1.weight[0, 0] = float("nan")
     save_checkpoint(tmp_path / "nan.pt", model, None, None, 3, new_history())
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
-    with pytest.raises(SystemExit) as exit:  # predict.main as `python predict.py ARGS` runs it
-        predict.main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "nan.pt")])
-    assert str(exit.value) == (f"error: {tmp_path / 'nan.pt'} holds weights that are not finite (NaN or inf "
-                               "in fc1.weight): the run that wrote it diverged; use an earlier checkpoint")
+    assert refusal(predict.main, tmp_path / "x.png", "--checkpoint", tmp_path / "nan.pt") == (
+        f"error: {tmp_path / 'nan.pt'} holds weights that are not finite (NaN or inf in fc1.weight): the run that "
+        "wrote it diverged; use an earlier checkpoint")
     assert capsys.readouterr().out == ""
 
 
 def test_predict_with_a_missing_checkpoint(tmp_path):
-    with pytest.raises(SystemExit) as exit:
-        predict.main(["x.png", "--checkpoint", str(tmp_path / "none.pt")])
-    assert str(exit.value) == f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first"
+    assert refusal(predict.main, "x.png", "--checkpoint", tmp_path / "none.pt") == (
+        f"error: checkpoint {tmp_path / 'none.pt'} does not exist; check the path or train first")
 
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")

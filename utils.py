@@ -714,6 +714,28 @@ def _check_classes(target, classes):
                              f"got {low if low < 0 else high}")
 
 
+def _check_device(model, device):
+    """Refuse a model on another device than `device` before the first batch: torch would name tensor
+    types, or fail inside a CUDA graph. `device` must exist here (resolve_device)."""
+    device = resolve_device(device)
+    for name, parameter in model.named_parameters():
+        if parameter.device.type != device.type or device.index not in (None, parameter.device.index):
+            raise ValueError(f"the model is on {parameter.device} ({name}) but the batches go to {device}; "
+                             "move it there first: model.to(device)")
+
+
+def _check_optimizer(model, optimizer):
+    """Refuse an optimizer made for another model, as after a notebook cell that makes the model again: it
+    would step the old model's weights while this one stays at its initial accuracy, silently."""
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(f"optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters()):
+        raise ValueError("the optimizer holds none of this model's weights, so training would change nothing (was "
+                         "the model made again after it?); make it from this model: "
+                         "torch.optim.SGD(model.parameters(), ...)")
+
+
 def _forward(forward, batch, device, amp, channels_last):
     """One batch through the model, as train and test both run it: checked (_unpack), moved to `device`,
     run under `amp`; returns (output, labels on the device)."""
@@ -746,6 +768,8 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
         raise ValueError(f"{type(scheduler).__name__} steps once per epoch, but train(scheduler=...) steps it after "
                          "every batch; call scheduler.step() after each train() (fit does), and give train only "
                          "per-batch schedules such as OneCycleLR")
+    _check_device(model, device)
+    _check_optimizer(model, optimizer)
     model.train()
     _prepare(model, channels_last)
     mode = resolve_compile_mode(model, device, compile_mode)
@@ -810,6 +834,7 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     means are weighted by batch size so the result is the exact per-sample mean over the set.
     `compile_mode`: as in train.
     """
+    _check_device(model, device)
     model.eval()
     _prepare(model, channels_last)
     forward = compile_model(model, device, compile_mode)
@@ -879,6 +904,9 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     if given, is called after each epoch is recorded and saved: a hyperparameter search reports there, and
     an exception it raises stops the run.
     """
+    if not isinstance(epochs, int) or epochs < start_epoch:
+        raise ValueError(f"nothing to train: epochs {epochs!r} is below start_epoch {start_epoch}; "
+                         "epochs is the last epoch to train, counted from 1")
     history = new_history() if history is None else history
     scaler = scaler or grad_scaler(precision, device)
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
@@ -1253,20 +1281,36 @@ def plot_train_metrics(history, save_path=None):
 @torch.no_grad()
 def get_predictions(model, device, loader, *, precision="auto"):
     """(images, targets, probabilities) over a whole loader, on the CPU, in loader order."""
+    _check_device(model, device)
     model.eval()
     amp = _autocast(precision, device)
     images, targets, probs = [], [], []
-    for data, target in loader:
+    for batch in loader:
+        data, target = _unpack(batch)
         with amp:
             output = model(data.to(device))
         images.append(data.cpu())
         targets.append(target.cpu())
         probs.append(output.float().exp().cpu())
+    if not images:
+        raise ValueError("loader yielded no batches")
     return torch.cat(images), torch.cat(targets), torch.cat(probs)
 
 
 def confusion_matrix(targets, predictions, num_classes=10):
     """matrix[t, p] = how many samples of true class t were predicted as p."""
+    targets, predictions = torch.as_tensor(targets), torch.as_tensor(predictions)
+    for name, values in (("targets", targets), ("predictions", predictions)):
+        if values.dim() != 1:
+            raise ValueError(f"{name} must be one class index per image, shape [N], got {list(values.shape)}"
+                             + ("; use probs.argmax(1)" if values.dim() == 2 else ""))
+        if values.is_floating_point() or values.is_complex():
+            raise TypeError(f"{name} must be integer class indices, got {values.dtype}")
+        low, high = (values.min().item(), values.max().item()) if len(values) else (0, 0)
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"{name} must be class indices 0-{num_classes - 1}, got {low if low < 0 else high}")
+    if len(targets) != len(predictions):
+        raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions; give one of each per image")
     flat = targets.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 

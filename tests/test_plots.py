@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import synthetic_digits
 
-from utils import normalize, plot_misclassified, plot_sample_data, plot_train_metrics
+from model import Net
+from utils import confusion_matrix, get_predictions, normalize, plot_misclassified, plot_sample_data, plot_train_metrics
 
 matplotlib.use("Agg")
 
@@ -53,3 +54,31 @@ def test_train_metrics_of_a_history_of_the_users_own_is_one_line():
     assert [line.get_ydata().tolist() for line in (ax.lines[0] for ax in figure.axes)] == [
         history[key] for key in ("train_loss", "train_acc", "test_loss", "test_acc")]
     assert all(ax.lines[1].get_xdata()[0] == 2.5 for ax in figure.axes)  # the rate was cut before epoch 3
+
+
+def test_confusion_matrix_counts_and_refuses_what_is_not_one_class_per_image():
+    targets, predictions = torch.tensor([0, 1, 1, 9, 9, 9]), torch.tensor([0, 1, 7, 9, 9, 4])
+    matrix = confusion_matrix(targets, predictions)
+    assert matrix.sum() == 6 and matrix[1, 7] == 1 and matrix[9, 9] == 2 and matrix[9, 4] == 1 and matrix.trace() == 4
+    for given, error, message in [
+        ((targets, predictions[:5]), ValueError, "^6 targets but 5 predictions; give one of each per image$"),
+        ((targets, torch.rand(6, 10)), ValueError, r"^predictions must be one class index per image, shape \[N\], "
+                                                   r"got \[6, 10\]; use probs.argmax\(1\)$"),
+        ((targets + 1, predictions), ValueError, "^targets must be class indices 0-9, got 10$"),
+        ((targets, predictions - 1), ValueError, "^predictions must be class indices 0-9, got -1$"),
+        ((targets.float() + 0.5, predictions), TypeError, "^targets must be integer class indices, got torch.float32$"),
+    ]:
+        with pytest.raises(error, match=message):
+            confusion_matrix(*given)
+
+
+def test_predictions_of_a_loader_of_the_users_own():
+    images, labels = synthetic_digits(8, seed=0)
+    batches = [(normalize(images[:, None].float() / 255), labels)] * 2
+    got_images, got_targets, probs = get_predictions(Net(), "cpu", batches)
+    assert got_images.shape == (16, 1, 28, 28) and torch.equal(got_targets, labels.repeat(2))
+    assert probs.shape == (16, 10) and torch.allclose(probs.sum(1), torch.ones(16), atol=1e-2)
+    with pytest.raises(ValueError, match="^loader yielded no batches$"):
+        get_predictions(Net(), "cpu", [])
+    with pytest.raises(TypeError, match=r"^a loader must yield \(images, labels\) pairs, got a dict with keys "):
+        get_predictions(Net(), "cpu", [{"image": images, "label": labels}])

@@ -246,3 +246,39 @@ def test_train_py_refuses_settings_it_cannot_run_in_one_line(mnist_root, tmp_pat
                             "use compile mode 'off'")):
         assert train_py_refusal(*flags, "--data-dir", mnist_root, "--runs-dir", tmp_path) == message
     assert not list(tmp_path.iterdir())  # no run folder for a refused run
+
+
+def test_an_optimizer_of_a_model_made_again_is_refused():
+    old, optimizer, _ = new_run()  # then a notebook cell makes the model again, and train() gets the old optimizer
+    model, before = Net(), {k: v.clone() for k, v in old.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^the optimizer holds none of this model's weights, so training would "
+                                         r"change nothing \(was the model made again after it\?\); make it from "):
+        utils.train(model, "cpu", [(IMAGES, LABELS)], optimizer)
+    assert all(torch.equal(before[k], v) for k, v in old.state_dict().items())  # nothing stepped
+    with pytest.raises(TypeError, match="^optimizer must be a torch.optim optimizer, got NoneType$"):
+        utils.train(model, "cpu", [(IMAGES, LABELS)], None)
+    head = torch.optim.SGD(model.fc2.parameters(), lr=0.1)  # some of the model's weights: fine-tuning, taken
+    weights = model.fc2.weight.clone()
+    utils.train(model, "cpu", [(IMAGES, LABELS)], head)
+    assert not torch.equal(weights, model.fc2.weight)
+
+
+def test_a_model_on_another_device_than_its_batches_is_refused():
+    model = Net().to("meta")  # a model left behind, as one on the CPU with batches going to CUDA
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    moved = r"^the model is on meta \(conv1.weight\) but the batches go to cpu; move it there first: model.to\(device\)"
+    for run in (lambda: utils.train(model, "cpu", [(IMAGES, LABELS)], optimizer),
+                lambda: utils.test(model, "cpu", [(IMAGES, LABELS)]),
+                lambda: utils.get_predictions(model, "cpu", [(IMAGES, LABELS)])):
+        with pytest.raises(ValueError, match=moved):
+            run()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="^device cuda asked for, but CUDA is not available here; use cpu$"):
+            utils.test(Net(), "cuda", [(IMAGES, LABELS)])
+
+
+def test_fit_with_no_epoch_to_train_says_so():
+    model, optimizer, scheduler = new_run()
+    for epochs, start in ((0, 1), (3, 4)):
+        with pytest.raises(ValueError, match=f"^nothing to train: epochs {epochs} is below start_epoch {start}; "):
+            fit(model, "cpu", [(IMAGES, LABELS)], [(IMAGES, LABELS)], optimizer, scheduler, epochs, start_epoch=start)

@@ -224,7 +224,7 @@ def main(argv=None):
         fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
             start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
             precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler,
-            criterion=make_criterion(recipe), compile_mode=compile_mode)
+            criterion=make_criterion(recipe), compile_mode=compile_mode, overwrite=args.overwrite)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")

@@ -891,23 +891,35 @@ def new_history():
 
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
         start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True,
-        scaler=None, criterion=F.nll_loss, compile_mode="auto", on_epoch=None):
+        scaler=None, criterion=F.nll_loss, compile_mode="auto", on_epoch=None, overwrite=False):
     """Train epochs start_epoch..epochs, printing one line per epoch; return the metric history.
 
     `history` (a new_history() dict) is filled in place, so it survives an interrupt. After every epoch
     the run is saved to `checkpoint_path` and, when test accuracy is the best so far, to `best_path`
-    (both atomic, with `config`: see save_checkpoint). A OneCycleLR steps per batch, any other scheduler
-    once per epoch. `precision` and `channels_last` (a Recipe's) go to train and test; in fp16, `scaler`
-    (grad_scaler, made here when not given: pass one to resume its state) scales the loss all run long.
-    `criterion` is the training loss (make_criterion); the test loss is always NLL. `compile_mode`
-    (COMPILE_MODES, see compile_model) goes to train and test. `on_epoch(history)`,
-    if given, is called after each epoch is recorded and saved: a hyperparameter search reports there, and
-    an exception it raises stops the run.
+    (both atomic, with `config`: see save_checkpoint). A new run (start_epoch 1) replaces neither file if
+    it exists unless `overwrite`, and no run adds epochs that `history` holds already: both are refused
+    before the first epoch. A OneCycleLR steps per batch, any other scheduler once per epoch. `precision`
+    and `channels_last` (a Recipe's) go to train and test; in fp16, `scaler` (grad_scaler, made here when
+    not given: pass one to resume its state) scales the loss all run long. `criterion` is the training
+    loss (make_criterion); the test loss is always NLL. `compile_mode` (COMPILE_MODES, see compile_model)
+    goes to train and test. `on_epoch(history)`, if given, is called after each epoch is recorded and
+    saved: a hyperparameter search reports there, and an exception it raises stops the run.
     """
     if not isinstance(epochs, int) or epochs < start_epoch:
         raise ValueError(f"nothing to train: epochs {epochs!r} is below start_epoch {start_epoch}; "
                          "epochs is the last epoch to train, counted from 1")
     history = new_history() if history is None else history
+    if history["epoch"] and history["epoch"][-1] >= start_epoch:  # the notebook's training cell, run twice
+        raise ValueError(f"history already holds epochs {history['epoch'][0]}-{history['epoch'][-1]}, and fit would "
+                         f"train epoch {start_epoch} again into it (and into its checkpoints); for a new run make the "
+                         f"model, optimizer and history again, or go on with start_epoch={history['epoch'][-1] + 1}")
+    for path in (checkpoint_path, best_path):
+        if path and start_epoch == 1 and not overwrite and Path(path).exists():
+            raise FileExistsError(f"{path} already exists, and fit starts a new run at epoch 1: give the run a new "
+                                  "folder (make_run_dir), continue that one (load_checkpoint, then start_epoch), or "
+                                  "pass overwrite=True")
+        if path:
+            check_output(path, overwrite=True)  # writable: fail now, not after the first epoch
     scaler = scaler or grad_scaler(precision, device)
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     epoch, saved = start_epoch, None

@@ -282,3 +282,37 @@ def test_fit_with_no_epoch_to_train_says_so():
     for epochs, start in ((0, 1), (3, 4)):
         with pytest.raises(ValueError, match=f"^nothing to train: epochs {epochs} is below start_epoch {start}; "):
             fit(model, "cpu", [(IMAGES, LABELS)], [(IMAGES, LABELS)], optimizer, scheduler, epochs, start_epoch=start)
+
+
+def test_a_second_fit_into_the_same_run_replaces_nothing(tmp_path):
+    """The notebook's training cell run twice, or the model's cell and the training cell run again in the
+    same run folder: refused before any epoch, the first run's checkpoints byte for byte as they were."""
+    model, optimizer, scheduler = new_run()
+    batches, paths = [(IMAGES, LABELS)], {"checkpoint_path": tmp_path / "last.pt", "best_path": tmp_path / "best.pt"}
+    history = fit(model, "cpu", batches, batches, optimizer, scheduler, 2, **paths)
+    saved = {name: path.read_bytes() for name, path in paths.items()}
+    with pytest.raises(ValueError, match=r"^history already holds epochs 1-2, and fit would train epoch 1 again into "
+                                         r"it .*; for a new run make the model, optimizer and history again, or go on "
+                                         r"with start_epoch=3$"):
+        fit(model, "cpu", batches, batches, optimizer, scheduler, 2, history=history, **paths)
+    model, optimizer, scheduler = new_run()
+    with pytest.raises(FileExistsError, match=f"^{tmp_path / 'last.pt'} already exists, and fit starts a new run at "
+                                              r"epoch 1: give the run a new folder \(make_run_dir\), continue that "):
+        fit(model, "cpu", batches, batches, optimizer, scheduler, 2, **paths)
+    assert history["epoch"] == [1, 2] and {name: path.read_bytes() for name, path in paths.items()} == saved
+    done, history = load_checkpoint(paths["checkpoint_path"], model, optimizer, scheduler)  # continued: taken
+    fit(model, "cpu", batches, batches, optimizer, scheduler, 3, history=history, start_epoch=done + 1, **paths)
+    assert load_checkpoint(paths["checkpoint_path"], Net())[1]["epoch"] == [1, 2, 3]
+    model, optimizer, scheduler = new_run()
+    fit(model, "cpu", batches, batches, optimizer, scheduler, 1, overwrite=True, **paths)  # asked for: replaced
+    assert load_checkpoint(paths["checkpoint_path"], Net())[1]["epoch"] == [1]
+
+
+def test_fit_checks_its_checkpoint_can_be_written_before_training(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    model, optimizer, scheduler = new_run()
+    weights = model.fc2.weight.clone()
+    with pytest.raises(OSError, match="^cannot write .*notes.txt/last.pt: "):
+        fit(model, "cpu", [(IMAGES, LABELS)], [(IMAGES, LABELS)], optimizer, scheduler, 1,
+            checkpoint_path=tmp_path / "notes.txt" / "last.pt")
+    assert torch.equal(weights, model.fc2.weight) and (tmp_path / "notes.txt").read_text() == "mine"

@@ -93,3 +93,33 @@ def test_the_committed_notebook_holds_a_whole_tidy_run():
     text = json.dumps(outputs)
     assert not re.search(r"/(work|home|tmp|Users|root)/", text)  # no machine's paths
     assert "best test accuracy" in text and "Epoch 20: train loss" in text
+
+
+def test_running_the_training_cell_again_replaces_nothing(mnist_root, tmp_path):
+    """A learner runs the training cell a second time, or the model's cell and then the training cell: the
+    run folder's checkpoints and history stay those of the first run, and the error says what to do."""
+    import nbclient
+    import nbformat
+
+    prepared = tmp_path / "prepared.ipynb"  # S5.ipynb with the parameters injected, not run
+    papermill.execute_notebook(str(ROOT / "S5.ipynb"), str(prepared), prepare_only=True, kernel_name="python3",
+                               parameters={"epochs": 1, "batch_size": 128, "data_dir": str(mnist_root),
+                                           "runs_dir": str(tmp_path / "runs")})
+    notebook = nbformat.read(prepared, as_version=4)
+    index = {name: next(i for i, cell in enumerate(notebook.cells) if text in cell.source)
+             for name, text in (("model", "model = Net().to(device)"), ("training", "history = fit("))}
+    client = nbclient.NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    run = tmp_path / "runs" / "exp"
+    with client.setup_kernel():
+        for i in range(index["training"] + 1):
+            client.execute_cell(notebook.cells[i], i)
+        files = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "history.json")}
+        again = [("training",), ("model", "training")]
+        errors = [("ValueError", "history already holds epochs 1-1, and fit would train epoch 1 again into it"),
+                  ("FileExistsError", f"{run / 'last.pt'} already exists, and fit starts a new run at epoch 1")]
+        for cells, (error, message) in zip(again, errors, strict=True):
+            with pytest.raises(nbclient.exceptions.CellExecutionError) as refusal:
+                for name in cells:
+                    client.execute_cell(notebook.cells[index[name]], index[name])
+            assert refusal.value.ename == error and refusal.value.evalue.startswith(message)
+    assert {name: (run / name).read_bytes() for name in files} == files

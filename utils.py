@@ -754,8 +754,9 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     `train_loader` is any iterable of (data, target) batches. `scheduler`, if given, steps after every
     batch (OneCycleLR); step an epoch scheduler (StepLR) yourself. bf16 autocast where native (see
     autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off (fp32, NCHW). Raises
-    FloatingPointError naming the epoch and batch when the loss stops being finite (checked every
-    `log_every` batches, one device sync each). In fp16 the loss is scaled by `scaler` (grad_scaler; one is
+    FloatingPointError naming the epoch and batch when the loss stops being finite, and ValueError when
+    an NLL falls below 0 (outputs that are not log-probabilities), checked every `log_every` batches, one
+    device sync each. In fp16 the loss is scaled by `scaler` (grad_scaler; one is
     made for this epoch when none is given). `compile_mode` (COMPILE_MODES, see compile_model): "auto"
     replays the forward and backward passes as CUDA graphs on CUDA; the loss, the optimizer and the
     scaler's step run eagerly. On a CPU,
@@ -802,27 +803,32 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
             seen += len(target)
             pending.append(batch)
             if len(pending) == log_every:
-                _check_finite(pending, batch_idx, epoch, "training stopped")
+                _check_losses(pending, batch_idx, epoch, "training stopped", criterion)
                 pending = []
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
     if seen == 0:
         raise ValueError("train_loader yielded no batches")
-    _check_finite(pending, batch_idx, epoch, "training stopped")
+    _check_losses(pending, batch_idx, epoch, "training stopped", criterion)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
-def _check_finite(losses, last_batch, epoch, outcome):
-    """Raise FloatingPointError naming the first batch whose loss is NaN or infinite."""
+def _check_losses(losses, last_batch, epoch, outcome, criterion):
+    """Raise FloatingPointError naming the first batch whose loss is NaN or infinite; and ValueError for a
+    negative NLL, which only outputs that are not log-probabilities give (logits, or softmax's)."""
     if not losses:
         return
     values = torch.stack(losses).tolist()
     for offset, value in enumerate(values):
+        batch = last_batch - len(values) + 1 + offset
+        where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
         if not math.isfinite(value):
-            batch = last_batch - len(values) + 1 + offset
-            where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
             raise FloatingPointError(
                 f"loss became {value} in {where}; {outcome} (lower the learning rate, check the data and weights)"
             )
+        if criterion is F.nll_loss and value < 0:
+            raise ValueError(f"the loss is {value:.4g} in {where}, below 0: F.nll_loss takes log-probabilities and "
+                             "the model's outputs are not; end its forward with F.log_softmax(x, dim=1), or give train "
+                             "and test criterion=F.cross_entropy, which takes raw scores")
 
 
 @torch.no_grad()
@@ -851,7 +857,7 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
         seen += len(target)
     if seen == 0:
         raise ValueError("test_loader yielded no batches")
-    _check_finite(losses, len(losses), None, "the test result is void")
+    _check_losses(losses, len(losses), None, "the test result is void", criterion)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 

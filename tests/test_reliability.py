@@ -316,3 +316,35 @@ def test_fit_checks_its_checkpoint_can_be_written_before_training(tmp_path):
         fit(model, "cpu", [(IMAGES, LABELS)], [(IMAGES, LABELS)], optimizer, scheduler, 1,
             checkpoint_path=tmp_path / "notes.txt" / "last.pt")
     assert torch.equal(weights, model.fc2.weight) and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+class RawScores(torch.nn.Module):
+    """A model of the user's own whose forward ends without log_softmax (or with softmax)."""
+
+    def __init__(self, softmax=False):
+        super().__init__()
+        self.linear, self.softmax = torch.nn.Linear(28 * 28, 10), softmax
+
+    def forward(self, x):
+        scores = self.linear(x.flatten(1))
+        return scores.softmax(1) if self.softmax else scores
+
+
+def test_outputs_that_are_not_log_probabilities_are_named_not_trained_on():
+    """NLL (train's and test's default) of raw scores falls below 0 and on without bound; accuracy may
+    still rise, so nothing else would show it."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))] * 20
+    below = (r"^the loss is -[\d.]+ in batch \d+, below 0: F.nll_loss takes log-probabilities and the model's outputs "
+             r"are not; end its forward with F.log_softmax\(x, dim=1\), or give train and test "
+             r"criterion=F.cross_entropy, which takes raw scores$")
+    for softmax in (False, True):
+        model = RawScores(softmax)
+        with pytest.raises(ValueError, match=below):
+            utils.train(model, "cpu", batches, torch.optim.SGD(model.parameters(), lr=0.1))
+        with pytest.raises(ValueError, match=below):
+            utils.test(model, "cpu", batches)
+    model = RawScores()  # with the loss that takes raw scores: trained
+    loss, _ = utils.train(model, "cpu", batches, torch.optim.SGD(model.parameters(), lr=0.1),
+                          criterion=torch.nn.functional.cross_entropy)
+    assert 0 < utils.test(model, "cpu", batches, criterion=torch.nn.functional.cross_entropy)[0] < loss

@@ -395,12 +395,28 @@ def _check_batch_size(batch_size):
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
 
 
+class DeviceImages(torch.utils.data.Dataset):
+    """A DeviceLoader's `dataset`: its images one at a time as test_transforms makes them, (normalised
+    [1, 28, 28], label), never augmented; `data` and `targets` as torchvision's MNIST has them. For loops
+    written for a DataLoader: len(loader.dataset), loader.dataset.targets."""
+
+    def __init__(self, images, labels):
+        self.data, self.targets = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return normalize(self.data[index][None].float() / 255), int(self.targets[index])
+
+
 class DeviceLoader:
     """Batches of MNIST held as one uint8 tensor on `device`, shuffled and augmented there.
 
     Yields (images, labels): images [B, 1, 28, 28] float32 normalised, labels [B] int64, both on
     `device`. With `augment=True` each batch gets the S5 augmentation in one batched operation.
     Epoch e draws its shuffle and augmentation from seed + e, so runs and resumes are reproducible.
+    `dataset` (DeviceImages) is there for code written for a DataLoader.
     """
 
     def __init__(self, images, labels, batch_size, device="cpu", shuffle=False, augment=False, seed=0):
@@ -408,6 +424,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device, torch.uint8).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
         self.labels = labels.to(self.device, torch.int64)
+        self.dataset = DeviceImages(self.images, self.labels)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment

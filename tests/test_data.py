@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import N_TEST, N_TRAIN, ROOT, write_idx
 
+import utils
+from model import Net
 from utils import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MNIST_FILES, MNIST_MEAN, MNIST_STD, get_data_loaders
 
 ALL_FILES = [name for pair in MNIST_FILES.values() for name in pair]
@@ -29,6 +31,29 @@ def test_both_pipelines_give_the_same_test_batches(mnist_root):
     s5, _ = zip(*get_data_loaders(64, mnist_root, "cpu", "s5", num_workers=0)[1], strict=True)
     for a, b in zip(fast, s5, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_test_loop_written_for_a_dataloader_runs_on_the_fast_loaders(mnist_root):
+    """pytorch/examples' and S5's test loops divide by len(test_loader.dataset) and look at
+    dataset.targets: the fast path's loaders have a `dataset` as the original pipeline's do."""
+    fast_train, fast_test = get_data_loaders(64, mnist_root, "cpu", "fast")
+    s5_train, s5_test = get_data_loaders(64, mnist_root, "cpu", "s5", num_workers=0)
+    assert (len(fast_train.dataset), len(fast_test.dataset)) == (len(s5_train.dataset), len(s5_test.dataset))
+    assert torch.equal(fast_test.dataset.targets, s5_test.dataset.targets)
+    assert torch.equal(fast_train.dataset.data, s5_train.dataset.data)
+    first, _ = next(iter(fast_test))
+    for i in (0, 1, N_TEST - 1):  # one image, as test_transforms makes it: never augmented
+        image, label = fast_test.dataset[i]
+        assert image.shape == (1, 28, 28) and label == s5_test.dataset[i][1]
+        assert torch.allclose(image, s5_test.dataset[i][0], atol=1e-6)
+    assert torch.equal(fast_test.dataset[0][0], first[0])
+    torch.manual_seed(0)
+    model, correct = Net().eval(), 0
+    with torch.no_grad():
+        for data, target in fast_test:
+            correct += model(data).argmax(1).eq(target).sum().item()
+    accuracy = utils.test(model, "cpu", fast_test, precision="fp32")[1]
+    assert 100.0 * correct / len(fast_test.dataset) == pytest.approx(accuracy)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the start methods of Linux")

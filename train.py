@@ -37,6 +37,7 @@ from utils import (
     get_device,
     get_recipe,
     grad_scaler,
+    hold_run_folder,
     load_checkpoint,
     make_criterion,
     make_optimizer,
@@ -170,6 +171,8 @@ def main(argv=None):
                 saved = new_config(args)
             config = resumed_config(args, resume_from, saved, done)
             run_dir = resume_from.parent
+            with hold_run_folder(run_dir):  # another process trains this run: refused now, not after loading data
+                pass
             if resume_from.name != OUTPUTS["last"] and (run_dir / OUTPUTS["last"]).exists() and not args.overwrite:
                 raise ValueError(f"{run_dir / OUTPUTS['last']} holds this run's latest epoch; resume from it, or "
                                  f"copy {resume_from} into a new folder to branch off")
@@ -231,6 +234,8 @@ def main(argv=None):
         code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
     except FloatingPointError as failure:
         code, error = 1, f"{failure}" + (f"; the last good checkpoint is {last}" if last and last.exists() else "")
+    except BlockingIOError as failure:  # another process took the run folder since the check above
+        code, error, paths = 1, str(failure), None  # and its files are that run's: nothing saved here
     except OSError as failure:  # a save that failed: full disk, permissions
         code, error = 1, str(failure)
     except (RuntimeError, MemoryError) as failure:

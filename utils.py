@@ -912,6 +912,24 @@ def new_history():
     return {key: [] for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")}
 
 
+@contextlib.contextmanager
+def _hold_outputs(checkpoint_path, best_path, start_epoch, overwrite):
+    """fit's checkpoint files, checked writable (fail now, not after the first epoch) and, for a new run,
+    not there already unless `overwrite`; their folders held (hold_run_folder) while the block runs."""
+    paths = [Path(path) for path in (checkpoint_path, best_path) if path]
+    for path in paths:
+        check_output(path, overwrite=True)
+    with contextlib.ExitStack() as held:
+        for folder in dict.fromkeys(path.parent for path in paths):
+            held.enter_context(hold_run_folder(folder))
+        for path in paths:
+            if start_epoch == 1 and not overwrite and path.exists():
+                raise FileExistsError(f"{path} already exists, and fit starts a new run at epoch 1: give the run a "
+                                      "new folder (make_run_dir), continue that one (load_checkpoint, then "
+                                      "start_epoch), or pass overwrite=True")
+        yield
+
+
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, *, history=None,
         start_epoch=1, checkpoint_path=None, best_path=None, config=None, precision="auto", channels_last=True,
         scaler=None, criterion=F.nll_loss, compile_mode="auto", on_epoch=None, overwrite=False):
@@ -936,50 +954,44 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
         raise ValueError(f"history already holds epochs {history['epoch'][0]}-{history['epoch'][-1]}, and fit would "
                          f"train epoch {start_epoch} again into it (and into its checkpoints); for a new run make the "
                          f"model, optimizer and history again, or go on with start_epoch={history['epoch'][-1] + 1}")
-    for path in (checkpoint_path, best_path):
-        if path and start_epoch == 1 and not overwrite and Path(path).exists():
-            raise FileExistsError(f"{path} already exists, and fit starts a new run at epoch 1: give the run a new "
-                                  "folder (make_run_dir), continue that one (load_checkpoint, then start_epoch), or "
-                                  "pass overwrite=True")
-        if path:
-            check_output(path, overwrite=True)  # writable: fail now, not after the first epoch
-    scaler = scaler or grad_scaler(precision, device)
-    per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
-    epoch, saved = start_epoch, None
-    try:
-        for epoch in range(start_epoch, epochs + 1):
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            train_loss, train_acc = train(model, device, train_loader, optimizer, criterion, epoch=epoch,
-                                          scheduler=scheduler if per_batch else None, precision=precision,
-                                          channels_last=channels_last, scaler=scaler, compile_mode=compile_mode)
-            if scheduler is not None and not per_batch:
-                scheduler.step()
-            test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last,
-                                       compile_mode=compile_mode)
-            seconds = time.perf_counter() - start
-            best = max(history["test_acc"], default=-1.0)
-            row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)
-            for key, value in zip(new_history(), row, strict=True):
-                history[key].append(value)
-            print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-                  f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
-            if checkpoint_path:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, config, scaler)
-                saved = epoch
-            if best_path and test_acc > best:
-                save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config, scaler)
-            if on_epoch is not None:
-                on_epoch(history)
-    except KeyboardInterrupt:
-        done = history["epoch"]
-        held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
-        note = f"; last checkpoint: {checkpoint_path} (epoch {saved})" if saved else ""
-        print(f"Interrupted in epoch {epoch}: history holds {held}{note}")
-        raise
-    return history
+    with _hold_outputs(checkpoint_path, best_path, start_epoch, overwrite):
+        scaler = scaler or grad_scaler(precision, device)
+        per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+        epoch, saved = start_epoch, None
+        try:
+            for epoch in range(start_epoch, epochs + 1):
+                if hasattr(train_loader, "set_epoch"):
+                    train_loader.set_epoch(epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                start = time.perf_counter()
+                train_loss, train_acc = train(model, device, train_loader, optimizer, criterion, epoch=epoch,
+                                              scheduler=scheduler if per_batch else None, precision=precision,
+                                              channels_last=channels_last, scaler=scaler, compile_mode=compile_mode)
+                if scheduler is not None and not per_batch:
+                    scheduler.step()
+                test_loss, test_acc = test(model, device, test_loader, precision=precision, channels_last=channels_last,
+                                           compile_mode=compile_mode)
+                seconds = time.perf_counter() - start
+                best = max(history["test_acc"], default=-1.0)
+                row = (epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds)
+                for key, value in zip(new_history(), row, strict=True):
+                    history[key].append(value)
+                print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+                      f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
+                if checkpoint_path:
+                    save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, config, scaler)
+                    saved = epoch
+                if best_path and test_acc > best:
+                    save_checkpoint(best_path, model, optimizer, scheduler, epoch, history, config, scaler)
+                if on_epoch is not None:
+                    on_epoch(history)
+        except KeyboardInterrupt:
+            done = history["epoch"]
+            held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
+            note = f"; last checkpoint: {checkpoint_path} (epoch {saved})" if saved else ""
+            print(f"Interrupted in epoch {epoch}: history holds {held}{note}")
+            raise
+        return history
 
 
 # ----------------------------------------------------------------------------- run folders and files
@@ -1026,6 +1038,32 @@ def _make_folder(folder):
     if file is not None:
         raise NotADirectoryError(errno.ENOTDIR, f"{file} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder):
+    """Hold `folder` for one training run while the block runs: a second process that asks for it (another
+    train.py or notebook resuming the same run) gets BlockingIOError at once instead of mixing its epochs
+    into this run's files. An advisory lock (flock) on the folder itself: nothing is written, and the
+    system drops it when the process ends, however it ends. Where folders cannot be locked (Windows, some
+    network file systems) it holds nothing."""
+    try:
+        import fcntl
+        descriptor = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BlockingIOError(f"{folder} is being trained by another process; wait for that run to end or "
+                                  "stop it (two runs in one folder would mix their files)") from None
+        except OSError:  # no locks on this file system
+            pass
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _temporary(path, pid=None):

@@ -3,16 +3,17 @@ what they do, and failures during training reported in one line with the run's f
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, train_py_refusal, write_idx
+from conftest import ROOT, new_run, train_py_refusal, write_idx
 
 from model import Net
-from utils import IDX_LABELS_MAGIC, MNIST_FILES, load_checkpoint
+from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint
 
 SMALL = ["--batch-size", "128", "--device", "cpu"]
 
@@ -128,6 +129,24 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_pat
     assert train_py_refusal("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root).startswith(
         f"error: {run / 'last.pt'} holds this run's latest epoch; resume from it")
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run
+
+    # While another process trains the run (a second terminal, a notebook), neither a resume nor fit joins it.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, utils\nwith utils.hold_run_folder(sys.argv[1]):\n"
+                               "    print('holding', flush=True)\n    sys.stdin.read()", str(run)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        files = {path: path.read_bytes() for path in run.iterdir()}
+        busy = f"{run} is being trained by another process; wait for that run to end or stop it (two runs in one "
+        assert train_py_refusal("--resume", run, "--epochs", "3", "--data-dir", mnist_root).startswith(f"error: {busy}")
+        model, optimizer, scheduler = new_run()
+        with pytest.raises(BlockingIOError, match=re.escape(busy)):
+            fit(model, "cpu", [], [], optimizer, scheduler, 3, start_epoch=3, checkpoint_path=run / "last.pt")
+        assert {path: path.read_bytes() for path in run.iterdir()} == files
+    finally:
+        holder.communicate("", timeout=60)
+    with hold_run_folder(run):  # let go when that process ended
+        pass
 
 
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):

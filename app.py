@@ -20,7 +20,16 @@ import torch
 from PIL import Image
 
 from model import Net
-from predict import DEFAULT_CHECKPOINT, NoDigitError, load_image, predict, preprocess, to_grey, unreadable
+from predict import (
+    DEFAULT_CHECKPOINT,
+    NoDigitError,
+    SeveralDigitsError,
+    load_image,
+    predict,
+    preprocess,
+    to_grey,
+    unreadable,
+)
 from utils import MNIST_MEAN, MNIST_STD, load_checkpoint
 
 NO_DIGIT = "no digit found"
@@ -32,9 +41,12 @@ PREVIEW_SCALE = 8  # the 28x28 picture shown as 224x224, each pixel a square
 def read_picture(model, grey):
     """(what gr.Label shows, the 28x28 picture the model saw) for a grey picture [H, W] in [0, 1].
 
-    The label is {digit: probability} for the top 3, or NO_DIGIT when the picture holds no digit."""
+    The label is {digit: probability} for the top 3; NO_DIGIT when the picture holds no digit; the reason
+    when it holds several side by side."""
     try:
         image = preprocess(grey)
+    except SeveralDigitsError as reason:
+        return str(reason), None
     except NoDigitError:
         return NO_DIGIT, None
     probs = predict(model, image)[0]

@@ -7,8 +7,9 @@ Works on photos or scans of a digit written on paper (dark ink on a light backgr
 off-centre, colour or grey; 8-bit, 16-bit or float; transparent parts count as white paper) and on
 MNIST-style images (light on dark): each is turned into what MNIST looks like before the model sees it
 (see preprocess). A picture with no digit on it (blank, noise, a page with a dark area, a dash) is answered
-"no digit found"; files that cannot be read get an error line, and the others still run. Pictures of
-more than MAX_PIXELS pixels are refused before they are decoded.
+"no digit found", one with several side by side (a number) says so; files that cannot be read get an
+error line, and the others still run. Pictures of more than MAX_PIXELS pixels are refused before they are
+decoded.
 """
 
 import argparse
@@ -33,19 +34,27 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures (or decompressi
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
 INK_THRESHOLD = 0.3  # after contrast stretching, brighter than this counts as ink when cropping
 
-# When a picture holds no digit. Calibrated on the 70,000 MNIST digits, which all pass with a margin
-# (at most: ink on 43% of the picture and on 4.5% of its edge; the 3 largest pieces hold >= 84% of the
-# ink; strokes at most 5 pixels deep in 28x28; ink at most 2.5 times as wide as it is tall).
+# When a picture holds no digit, or several. Calibrated on the 70,000 MNIST digits, which all pass with a
+# margin (at most: ink on 43% of the picture and on 4.5% of its edge; the 3 largest pieces hold >= 84% of
+# the ink; strokes at most 5 pixels deep in 28x28; ink at most 2.5 times as wide as it is tall; digits side
+# by side: none, 2 if a fifth of the ink and 0.15 of the height were enough).
 MIN_SIGNAL_TO_NOISE = 10  # the darkest ink against the paper's pixel-to-pixel noise
 MAX_INK = 0.5  # share of the picture's pixels that are ink
 MAX_EDGE_INK = 0.15  # share of the picture's edge pixels that are ink
 MIN_MAIN_PIECES = 0.75  # share of the ink in its 3 largest connected pieces
 MAX_STROKE_DEPTH = 6  # pixels from a stroke's inside to its outside, in the 28x28 image
 MAX_WIDTH_TO_HEIGHT = 5  # the ink's width over its height: wider is a dash, a line or an underline
+# Digits side by side: columns of ink apart by empty columns, each with a quarter of the ink and half the
+# height, the gap a fifth of the height ("42" on one line; two digits that touch are read as one).
+DIGIT_MIN_INK, DIGIT_MIN_HEIGHT, DIGIT_MIN_GAP = 0.25, 0.5, 0.2
 
 
 class NoDigitError(ValueError):
     """The picture holds no digit: blank, noise, or ink that is not strokes."""
+
+
+class SeveralDigitsError(NoDigitError):
+    """The picture holds several digits side by side; the model reads one at a time."""
 
 
 def load_image(path):
@@ -121,6 +130,21 @@ def _stroke_depth(mask):
     return depth
 
 
+def _digits_side_by_side(ink):
+    """How many digits stand side by side in ink cropped to itself: runs of inked columns holding
+    DIGIT_MIN_INK of the ink and DIGIT_MIN_HEIGHT of its height each, DIGIT_MIN_GAP of the height apart."""
+    mask = ink > INK_THRESHOLD
+    inked = np.flatnonzero(np.diff(np.concatenate([[0], mask.any(axis=0), [0]]).astype(np.int8)))
+    digits, end = 0, None
+    for first, stop in zip(inked[::2], inked[1::2], strict=True):
+        rows = np.flatnonzero(mask[:, first:stop].any(axis=1))
+        if (ink[:, first:stop].sum() >= DIGIT_MIN_INK * ink.sum()
+                and rows[-1] - rows[0] + 1 >= DIGIT_MIN_HEIGHT * len(mask)):
+            digits += end is None or first - end >= DIGIT_MIN_GAP * len(mask)
+            end = stop
+    return max(digits, 1)
+
+
 def find_ink(grey):
     """The ink of a grey [H, W] picture as floats in [0, 1] (ink 1, paper 0): inverted when the border is
     light, contrast stretched so paper is 0 and the darkest ink 1. Raises NoDigitError when what the
@@ -148,7 +172,8 @@ def preprocess(grey):
 
     Find the ink (find_ink), crop to it, fit into a 20x20 box keeping the aspect ratio, and place it in
     28x28 so that its centre of mass is at the centre. Raises NoDigitError for a picture with no digit
-    (see find_ink; also ink far wider than tall, or a solid blob rather than strokes).
+    (see find_ink; also ink far wider than tall, or a solid blob rather than strokes), and its subclass
+    SeveralDigitsError for digits side by side.
     """
     ink = find_ink(grey)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
@@ -156,6 +181,10 @@ def preprocess(grey):
     h, w = ink.shape
     if w > MAX_WIDTH_TO_HEIGHT * h:
         raise NoDigitError(f"the ink is {w / h:.0f} times as wide as it is tall: a dash or a line, not a digit")
+    digits = _digits_side_by_side(ink)
+    if digits > 1:
+        raise SeveralDigitsError(f"{digits} or more digits side by side; the model reads one digit: give it one at "
+                                 "a time")
     scale = DIGIT_BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     digit = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.LANCZOS),
@@ -206,6 +235,9 @@ def main(argv=None):
     for path in args.images:
         try:
             image = preprocess(load_image(path))
+        except SeveralDigitsError as reason:
+            print(f"{path}: {reason}")
+            continue
         except NoDigitError as reason:
             print(f"{path}: no digit found ({reason})")
             continue

@@ -63,6 +63,14 @@ def test_a_sketch_with_no_digit_says_so(model, picture):
     assert read_sketch(model, picture) == (NO_DIGIT, None)
 
 
+def test_two_digits_drawn_side_by_side_are_named_not_read_as_one(model):
+    one_seven = sketch([(0.15, 0.25), (0.15, 0.75)])  # a one, then a seven beside it
+    ImageDraw.Draw(one_seven["composite"]).line([(0.45 * 280, 0.25 * 280), (0.85 * 280, 0.25 * 280),
+                                                 (0.6 * 280, 0.75 * 280)], fill=(0, 0, 0, 255), width=18)
+    assert read_sketch(model, one_seven) == ("2 or more digits side by side; the model reads one digit: give it one "
+                                             "at a time", None)
+
+
 def uploads(folder):
     """A seven as people upload one: a photo, a phone's photo stored sideways (EXIF orientation 6), black ink
     on transparent paper (as drawing programs export it), a 16-bit scan. Their file names."""

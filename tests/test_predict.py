@@ -9,7 +9,8 @@ import torch
 from conftest import png_claiming
 from PIL import Image, ImageDraw, ImageFilter
 
-from predict import MAX_PIXELS, NoDigitError, load_image, preprocess
+from predict import MAX_PIXELS, NoDigitError, SeveralDigitsError, load_image, preprocess
+from predict import main as predict_main
 from utils import MNIST_MEAN, MNIST_STD, get_mnist_datasets
 
 SEVEN = [(0.15, 0.1), (0.85, 0.1), (0.4, 0.9)]  # a seven as a stroke through three points
@@ -144,6 +145,52 @@ NO_DIGIT = {
 def test_a_picture_with_no_digit_is_refused(name):
     with pytest.raises(NoDigitError):
         preprocess(NO_DIGIT[name])
+
+
+def number(*digits, gap):
+    """Digits drawn in a row on white paper, `gap` (a share of their height) apart, as a number is written."""
+    side, width = 200, 14
+    page = Image.new("L", (60 + len(digits) * side + (len(digits) - 1) * int(gap * side), 300), 255)
+    for i, points in enumerate(digits):
+        left = 30 + i * (side + int(gap * side))
+        ImageDraw.Draw(page).line([(left + x * side * 0.6, 50 + y * side) for x, y in points], fill=0, width=width,
+                                  joint="curve")
+    return grey(page)
+
+
+@pytest.mark.parametrize("digits, gap, found", [((ONE, SEVEN), 0.5, 2), ((FOUR, ZERO), 0.25, 2),
+                                                ((SEVEN, ZERO, FOUR), 0.4, 3)])
+def test_digits_side_by_side_are_named_not_read_as_one(digits, gap, found, tmp_path, capsys):
+    with pytest.raises(SeveralDigitsError, match=f"^{found} or more digits side by side; the model reads one digit"):
+        preprocess(number(*digits, gap=gap))
+    Image.fromarray((number(*digits, gap=gap) * 255).astype(np.uint8)).save(tmp_path / "number.png")
+    draw(SEVEN, (300, 300), (50, 50, 200), 0, 255, 14, "L").save(tmp_path / "seven.png")
+    assert predict_main([str(tmp_path / "number.png"), str(tmp_path / "seven.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path / 'number.png'}: {found} or more digits side by side; the model reads one digit: " \
+                       "give it one at a time" and lines[1].startswith(f"{tmp_path / 'seven.png'}: 7 ")
+
+
+def test_a_digit_in_two_strokes_close_together_is_one_digit():
+    four = draw([(0.3, 0.1), (0.1, 0.6), (0.55, 0.6)], (300, 300), (50, 50, 200), 0, 255, 14, "L")
+    ImageDraw.Draw(four).line([(50 + 0.65 * 200, 50 + 0.3 * 200), (50 + 0.65 * 200, 50 + 0.95 * 200)], fill=0,
+                              width=14)  # its bar stops short of the upright, less than a tenth of the height away
+    assert preprocess(grey(four)).shape == (1, 1, 28, 28)
+
+
+@pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
+def test_pairs_of_mnist_digits_a_fifth_of_their_height_apart_are_named():
+    _, test_set = get_mnist_datasets(download=False)
+    images, caught = test_set.data.numpy(), 0
+    pairs = np.random.default_rng(0).integers(0, len(images), (200, 2))
+    for a, b in pairs:
+        a, b = (image[:, image.max(0) > 76] for image in (images[a], images[b]))  # cropped to their ink's columns
+        row = np.concatenate([a, np.zeros((28, 6), np.uint8), b], axis=1)  # 6 pixels: 0.3 of a 20-pixel digit
+        try:
+            preprocess(np.pad(row, 4).astype(np.float32) / 255)
+        except SeveralDigitsError:
+            caught += 1
+    assert caught >= 0.9 * len(pairs)  # the others: a one beside a digit with 3 times its ink, read as one digit
 
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")

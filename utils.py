@@ -773,12 +773,11 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     autocast_dtype), channels_last, loss in fp32; **ORIGINAL_STEP turns these off (fp32, NCHW). Raises
     FloatingPointError naming the epoch and batch when the loss stops being finite, and ValueError when
     an NLL falls below 0 (outputs that are not log-probabilities), checked every `log_every` batches, one
-    device sync each. In fp16 the loss is scaled by `scaler` (grad_scaler; one is
-    made for this epoch when none is given). `compile_mode` (COMPILE_MODES, see compile_model): "auto"
-    replays the forward and backward passes as CUDA graphs on CUDA; the loss, the optimizer and the
-    scaler's step run eagerly. On a CPU,
-    cpu_memory.keep_freed_memory() makes every step faster; it changes the whole process, so it is yours to
-    call.
+    device sync each. In fp16 the loss is scaled by `scaler` (grad_scaler; one is made for this epoch when
+    none is given). `compile_mode` (COMPILE_MODES, see compile_model): "auto" replays the forward and
+    backward passes as CUDA graphs on CUDA; the loss, the optimizer and the scaler's step run eagerly. On a
+    CPU, cpu_memory.keep_freed_memory() makes every step faster; it changes the whole process, so it is
+    yours to call.
     """
     epoch_schedulers = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
                         torch.optim.lr_scheduler.ExponentialLR)
@@ -946,7 +945,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     goes to train and test. `on_epoch(history)`, if given, is called after each epoch is recorded and
     saved: a hyperparameter search reports there, and an exception it raises stops the run.
     """
-    if not isinstance(epochs, int) or epochs < start_epoch:
+    if epochs < start_epoch:
         raise ValueError(f"nothing to train: epochs {epochs!r} is below start_epoch {start_epoch}; "
                          "epochs is the last epoch to train, counted from 1")
     history = new_history() if history is None else history

@@ -13,6 +13,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
 from tidy_notebook import WIDGET  # noqa: E402
+from tidy_notebook import main as tidy_main  # noqa: E402
 
 
 def epoch_metrics(text):
@@ -123,3 +124,16 @@ def test_running_the_training_cell_again_replaces_nothing(mnist_root, tmp_path):
                     client.execute_cell(notebook.cells[index[name]], index[name])
             assert refusal.value.ename == error and refusal.value.evalue.startswith(message)
     assert {name: (run / name).read_bytes() for name in files} == files
+
+
+def test_tidying_what_is_not_a_notebook_leaves_the_target_as_it_was(tmp_path):
+    target = tmp_path / "S5.ipynb"
+    shutil.copy(ROOT / "S5.ipynb", target)
+    (tmp_path / "results.json").write_text('{"test_acc": [99.3]}')
+    with pytest.raises(SystemExit, match=f"^error: {re.escape(str(tmp_path / 'results.json'))} is not a Jupyter "
+                                         f"notebook .*; {re.escape(str(target))} is unchanged$"):
+        tidy_main([str(tmp_path / "results.json"), str(target)])
+    assert target.read_bytes() == (ROOT / "S5.ipynb").read_bytes()
+    tidy_main([str(ROOT / "S5.ipynb"), str(tmp_path / "tidy.ipynb")])  # the committed notebook: tidy already
+    assert (tmp_path / "tidy.ipynb").read_bytes() == (ROOT / "S5.ipynb").read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["S5.ipynb", "results.json", "tidy.ipynb"]

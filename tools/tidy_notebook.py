@@ -8,7 +8,9 @@ and Jupyter's per-run metadata (timestamps, durations, the machine's paths). Kee
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -35,9 +37,13 @@ def main(argv=None):
     try:
         with open(args.source, encoding="utf-8") as f:
             notebook = json.load(f)
-        with open(args.target, "w", encoding="utf-8") as f:
-            json.dump(tidy(notebook), f, indent=1, ensure_ascii=False)
-            f.write("\n")
+        if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list) or "metadata" not in notebook:
+            sys.exit(f"error: {args.source} is not a Jupyter notebook (no cells and metadata); {args.target} is "
+                     "unchanged")
+        text = json.dumps(tidy(notebook), indent=1, ensure_ascii=False) + "\n"
+        temporary = Path(args.target).with_name(f".{Path(args.target).name}.tmp")
+        temporary.write_text(text, encoding="utf-8")  # then renamed: the target is whole, old or new
+        os.replace(temporary, args.target)
     except (OSError, ValueError, KeyError) as error:
         sys.exit(f"error: {error}")
 

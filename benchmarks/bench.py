@@ -383,17 +383,17 @@ def positive(text):
     return value
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("throughput", "full", "augment", "profile"), default="throughput")
     p.add_argument("--data-dir")
-    p.add_argument("--device")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--batches", type=int, default=30, help="throughput, profile: batches per timed run")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per setup; the median is reported")
+    p.add_argument("--device", type=utils.device_arg, help="cpu, cuda, cuda:N, mps (default: the best available)")
+    p.add_argument("--batch-size", type=positive, default=512)
+    p.add_argument("--batches", type=positive, default=30, help="throughput, profile: batches per timed run")
+    p.add_argument("--repeats", type=positive, default=5, help="timed runs per setup; the median is reported")
     p.add_argument("--pipeline", choices=utils.PIPELINES, default="fast", help="full: which pipeline")
     p.add_argument("--recipe", choices=sorted(utils.RECIPES), default="s5", help="full: which recipe")
-    p.add_argument("--epochs", type=int, help="full: override the recipe's epochs")
+    p.add_argument("--epochs", type=positive, help="full: override the recipe's epochs")
     p.add_argument("--seeds", type=positive, default=5, help="full: how many seeds (runs) (default: 5)")
     p.add_argument("--first-seed", type=int, default=1, help="full: seeds run from this one on (default: 1)")
     p.add_argument("--out", help="full: JSON file for the results "
@@ -405,8 +405,8 @@ def main():
                    help="throughput: also time the fast path compiled so; full, profile: compile the step so "
                    "(default: auto, graphed on CUDA; the original pipeline's step: off)")
     p.add_argument("--matmul-size", type=positive, default=4096, help="throughput: n of the n x n matmul timed")
-    args = p.parse_args()
-    device = torch.device(args.device) if args.device else get_device()
+    args = p.parse_args(argv)
+    device = args.device or get_device()
     print(hardware(device, args.precision))
     try:
         modes = {"throughput": throughput, "full": full_run, "augment": augment_speed, "profile": profile_step}

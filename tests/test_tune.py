@@ -311,3 +311,15 @@ def test_training_flops_per_image_match_the_net():
     macs = 26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 10 * 10 * 128 * 64 * 9 + 8 * 8 * 256 * 128 * 9 + 4096 * 50 + 500
     conv1_input_grad = 2 * 26 * 26 * 32 * 9  # not computed: the images need no gradient
     assert bench.training_flops_per_image(torch.device("cpu")) == 3 * 2 * macs - conv1_input_grad
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "gpu"], "argument --device: unknown device 'gpu'; use cpu, cuda, cuda:N or mps"),
+    (["--batches", "0"], "argument --batches: must be a positive whole number, got 0"),
+    (["--repeats", "0"], "argument --repeats: must be a positive whole number, got 0"),
+    (["--mode", "full", "--epochs", "-2"], "argument --epochs: must be a positive whole number, got -2"),
+])
+def test_bench_refuses_settings_it_cannot_run_in_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        bench.main(args)
+    assert exit.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(f": error: {message}")

@@ -357,6 +357,8 @@ def main(argv=None):
     try:
         if args.report and is_journal(args.storage) and not Path(args.storage).is_file():
             raise ValueError(f"no journal file at {args.storage}; give the study's --storage")
+        if not (args.serve or args.report):  # the data first: a worker without it makes no journal or folder
+            split = validation_split(args.data_dir, args.validation, args.seed)
         try:
             storage = open_storage(args.storage)
         except (ValueError, ConnectionError):
@@ -375,7 +377,6 @@ def main(argv=None):
                 raise ValueError(f"no study {args.study!r} in {args.storage}") from None
             report_best(study, plots_dir(args))
             return 0
-        split = validation_split(args.data_dir, args.validation, args.seed)
         study = load_study(storage, args)
         device = args.device or get_device()
     except (ValueError, OSError, RuntimeError) as error:

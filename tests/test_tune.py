@@ -244,6 +244,9 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         assert str(exit.value).startswith("error: ") and message in str(exit.value)
         assert "\n" not in str(exit.value)
     assert len(trials(journal)) == 1  # nothing was added by a refused worker
+    with pytest.raises(SystemExit, match="^error: MNIST files missing in "):  # no data: no journal, no folder
+        tune.main(["--data-dir", str(tmp_path / "no_data"), "--storage", str(tmp_path / "new" / "tune.journal")])
+    assert not (tmp_path / "new").exists() and not (tmp_path / "no_data").exists()
     port = free_port()  # nothing listens there: refused after the wait (10 s from the shell)
     with pytest.raises(ConnectionError, match=f"^no Optuna gRPC proxy answers at 127.0.0.1:{port}; start one with "
                                               f"python benchmarks/tune.py --serve 127.0.0.1:{port}$"):
@@ -253,7 +256,7 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         before = mistyped.read_bytes()
         for extra in (["--epochs", "1"], ["--report"]):
             with pytest.raises(SystemExit) as exit:
-                tune.main(common[:2] + ["--storage", str(mistyped)] + extra)
+                tune.main(common[:2] + ["--validation", "128", "--storage", str(mistyped)] + extra)
             assert str(exit.value) == (f"error: {mistyped} is not an Optuna journal (its first line is no journal "
                                        "record); give the study's journal, or a new file")
         assert mistyped.read_bytes() == before  # not a byte appended

@@ -1392,6 +1392,12 @@ def plot_misclassified(images, targets, probs, n=24, save_path=None):
     returns the Figure."""
     import matplotlib.pyplot as plt
 
+    if not len(images) == len(targets) == len(probs):
+        raise ValueError(f"{len(images)} images, {len(targets)} targets and {len(probs)} rows of probabilities; give "
+                         "one of each per image")
+    if probs.dim() != 2 or len(probs) and not 0 <= probs.min() <= probs.max() <= 1:
+        raise ValueError("probs must be probabilities, [N, classes] in [0, 1]; the Net's outputs are "
+                         "log-probabilities: give output.exp() (get_predictions does)")
     confidence, predicted = probs.max(dim=1)
     wrong = (predicted != targets).nonzero().flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:n]
@@ -1411,11 +1417,11 @@ def plot_confusion_matrix(matrix, save_path=None):
     """The confusion matrix (counts) beside each digit's error rate (an axis from 0); returns the Figure."""
     import matplotlib.pyplot as plt
 
-    matrix = matrix.cpu()
+    matrix = torch.as_tensor(matrix).cpu()
     errors = 100 - 100 * matrix.diag().float() / matrix.sum(dim=1).clamp(min=1).float()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
     off_diagonal = matrix - torch.diag(matrix.diag())
-    left.imshow(off_diagonal, cmap="Reds")
+    left.imshow(off_diagonal.numpy(), cmap="Reds")
     for t in range(matrix.shape[0]):
         for p in range(matrix.shape[1]):
             left.text(p, t, int(matrix[t, p]), ha="center", va="center", fontsize=8,
@@ -1439,6 +1445,9 @@ def plot_conv_filters(conv, save_path=None):
     range (light: weights that respond to ink); returns the Figure."""
     import matplotlib.pyplot as plt
 
+    if conv.weight.shape[1] != 1:
+        raise ValueError(f"plot_conv_filters shows the kernels of a convolution with one input channel (conv1); "
+                         f"this one has {conv.weight.shape[1]}, each kernel {conv.weight.shape[1]} images")
     kernels = conv.weight.detach().float().cpu()[:, 0]
     cols = 8
     rows = math.ceil(len(kernels) / cols)
@@ -1446,7 +1455,7 @@ def plot_conv_filters(conv, save_path=None):
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, kernel) in enumerate(zip(axes.flat, kernels, strict=False)):
-        ax.imshow(kernel, cmap="gray")
+        ax.imshow(kernel.numpy(), cmap="gray")
         ax.set_title(i, fontsize=8)
     fig.suptitle(f"{len(kernels)} filters of {kernels.shape[-2]}x{kernels.shape[-1]} pixels")
     return _save(fig, save_path)
@@ -1483,7 +1492,7 @@ def plot_feature_maps(maps, image, per_layer=8, save_path=None):
         row[0].set_title("input", fontsize=8)
         strongest = output.flatten(1).mean(1).argsort(descending=True)[:per_layer]
         for ax, channel in zip(row[1:], strongest.tolist(), strict=False):
-            ax.imshow(output[channel], cmap="magma")
+            ax.imshow(output[channel].numpy(), cmap="magma")
             ax.set_title(f"{name} #{channel}\n{output.shape[1]}x{output.shape[2]}", fontsize=7)
     return _save(fig, save_path)
 

@@ -6,7 +6,16 @@ import torch
 from conftest import synthetic_digits
 
 from model import Net
-from utils import confusion_matrix, get_predictions, normalize, plot_misclassified, plot_sample_data, plot_train_metrics
+from utils import (
+    confusion_matrix,
+    get_predictions,
+    normalize,
+    plot_confusion_matrix,
+    plot_conv_filters,
+    plot_misclassified,
+    plot_sample_data,
+    plot_train_metrics,
+)
 
 matplotlib.use("Agg")
 
@@ -82,3 +91,20 @@ def test_predictions_of_a_loader_of_the_users_own():
         get_predictions(Net(), "cpu", [])
     with pytest.raises(TypeError, match=r"^a loader must yield \(images, labels\) pairs, got a dict with keys "):
         get_predictions(Net(), "cpu", [{"image": images, "label": labels}])
+
+
+def test_analysis_plots_name_what_they_cannot_show():
+    images, labels = synthetic_digits(6, seed=0)
+    images = normalize(images[:, None].float() / 255)
+    log_probs = Net()(images).detach()  # the Net's output as it comes: log-probabilities
+    with pytest.raises(ValueError, match=r"^probs must be probabilities, .*: give output.exp\(\) "):
+        plot_misclassified(images, labels, log_probs)
+    with pytest.raises(ValueError, match="^6 images, 3 targets and 6 rows of probabilities; give one of each"):
+        plot_misclassified(images, labels[:3], log_probs.exp())
+    assert len(shown(plot_misclassified(images, labels, log_probs.exp()))) == int((log_probs.argmax(1) != labels).sum())
+    with pytest.raises(ValueError, match="^plot_conv_filters shows the kernels of a convolution with one input channel "
+                                         r"\(conv1\); this one has 32"):
+        plot_conv_filters(Net().conv2)
+    assert len(shown(plot_conv_filters(Net().conv1))) == 32
+    figure = plot_confusion_matrix([[5, 1], [0, 4]])  # a plain list, as from sklearn's tolist()
+    assert [text.get_text() for text in figure.axes[1].texts] == ["16.67", "0.00"]

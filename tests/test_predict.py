@@ -212,7 +212,8 @@ def test_sixteen_bit_and_float_pictures_are_scaled_by_their_range(tmp_path):
     Image.fromarray((values / 1000 - 3).astype(np.float32), mode="F").save(tmp_path / "float.tiff")
     reference = preprocess(grey(eight))
     for name in ("sixteen.png", "float.tiff"):
-        assert Image.open(tmp_path / name).mode in ("I", "I;16", "F")
+        with Image.open(tmp_path / name) as image:
+            assert image.mode in ("I", "I;16", "F")
         assert correlation(preprocess(load_image(tmp_path / name)), reference) > 0.99, name
 
 

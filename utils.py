@@ -764,6 +764,15 @@ def _forward(forward, batch, device, amp, channels_last):
     return output, target
 
 
+def _batch_loss(criterion, output, target):
+    """The criterion's loss of one batch, in fp32: one number, the batch's mean (test weights it by size)."""
+    loss = criterion(output.float(), target)
+    if not isinstance(loss, torch.Tensor) or loss.dim():
+        got = f"shape {list(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"criterion must return the batch's mean loss, one number; got {got} (reduction='none'?)")
+    return loss
+
+
 def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, scheduler=None, epoch=None,
           precision="auto", channels_last=True, scaler=None, compile_mode="auto", log_every=10):
     """Train one epoch; return (mean loss, accuracy %) over the samples seen, as Python floats.
@@ -803,7 +812,7 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
         for batch_idx, batch in enumerate(bar, start=1):
             optimizer.zero_grad(set_to_none=True)
             output, target = _forward(forward, batch, device, amp, channels_last)
-            loss = criterion(output.float(), target)
+            loss = _batch_loss(criterion, output, target)
             if scaler is None:
                 loss.backward()
                 optimizer.step()
@@ -867,7 +876,7 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     seen = 0
     for batch in test_loader:
         output, target = _forward(forward, batch, device, amp, channels_last)
-        losses.append(criterion(output.float(), target))
+        losses.append(_batch_loss(criterion, output, target))
         loss_sum += losses[-1] * len(target)
         correct += (output.argmax(dim=1) == target).sum()
         seen += len(target)

@@ -348,3 +348,13 @@ def test_outputs_that_are_not_log_probabilities_are_named_not_trained_on():
     loss, _ = utils.train(model, "cpu", batches, torch.optim.SGD(model.parameters(), lr=0.1),
                           criterion=torch.nn.functional.cross_entropy)
     assert 0 < utils.test(model, "cpu", batches, criterion=torch.nn.functional.cross_entropy)[0] < loss
+
+
+def test_a_criterion_that_gives_one_loss_per_image_is_named():
+    model, optimizer, _ = new_run()
+    per_image = torch.nn.NLLLoss(reduction="none")
+    for run in (lambda: utils.train(model, "cpu", [(IMAGES, LABELS)], optimizer, per_image),
+                lambda: utils.test(model, "cpu", [(IMAGES, LABELS)], per_image)):
+        with pytest.raises(ValueError, match=r"^criterion must return the batch's mean loss, one number; got shape "
+                                             r"\[4\] \(reduction='none'\?\)$"):
+            run()

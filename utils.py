@@ -923,13 +923,15 @@ def new_history():
 @contextlib.contextmanager
 def _hold_outputs(checkpoint_path, best_path, start_epoch, overwrite):
     """fit's checkpoint files, checked writable (fail now, not after the first epoch) and, for a new run,
-    not there already unless `overwrite`; their folders held (hold_run_folder) while the block runs."""
+    not there already unless `overwrite`; the run's folder, where its last checkpoint is (what a resume
+    continues), held while the block runs (hold_run_folder). A best_path elsewhere (--checkpoint mine.pt)
+    leaves its folder to other runs."""
     paths = [Path(path) for path in (checkpoint_path, best_path) if path]
     for path in paths:
         check_output(path, overwrite=True)
     with contextlib.ExitStack() as held:
-        for folder in dict.fromkeys(path.parent for path in paths):
-            held.enter_context(hold_run_folder(folder))
+        if paths:
+            held.enter_context(hold_run_folder(paths[0].parent))
         for path in paths:
             if start_epoch == 1 and not overwrite and path.exists():
                 raise FileExistsError(f"{path} already exists, and fit starts a new run at epoch 1: give the run a "

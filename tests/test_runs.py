@@ -143,6 +143,12 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_pat
         with pytest.raises(BlockingIOError, match=re.escape(busy)):
             fit(model, "cpu", [], [], optimizer, scheduler, 3, start_epoch=3, checkpoint_path=run / "last.pt")
         assert {path: path.read_bytes() for path in run.iterdir()} == files
+        # A run of its own whose best model goes beside the other run's files (--checkpoint there): not held up.
+        model, optimizer, scheduler = new_run()
+        batches = [(torch.zeros(4, 1, 28, 28), torch.arange(4))]
+        fit(model, "cpu", batches, batches, optimizer, scheduler, 1, checkpoint_path=tmp_path / "mine" / "last.pt",
+            best_path=run / "mine.pt")
+        assert (run / "mine.pt").exists()
     finally:
         holder.communicate("", timeout=60)
     with hold_run_folder(run):  # let go when that process ended

@@ -5,8 +5,10 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,9 +49,23 @@ def files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def test_each_run_gets_a_new_folder_and_never_replaces_an_earlier_one(mnist_root, tmp_path):
-    first = train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+@pytest.fixture(scope="module")
+def trained_run(mnist_root, tmp_path_factory):
+    """The folder of one `python train.py --epochs 2` run (the S5 recipe, batch 128), made once; tests that
+    need a finished run copy it (copy_run) rather than train one each."""
+    cwd = tmp_path_factory.mktemp("trained")
+    result = train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "runs" / "exp"
+
+
+def copy_run(trained_run, cwd):
+    """trained_run as cwd/runs/exp, as if train.py had run in cwd."""
+    return Path(shutil.copytree(trained_run, cwd / "runs" / "exp"))
+
+
+def test_each_run_gets_a_new_folder_and_never_replaces_an_earlier_one(mnist_root, trained_run, tmp_path):
+    copy_run(trained_run, tmp_path)
     kept = {p: p.read_bytes() for p in (tmp_path / "runs" / "exp").iterdir()}
     assert sorted(p.name for p in kept) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
     second = train("--data-dir", mnist_root, "--epochs", "1", "--lr", "0.05", *SMALL, cwd=tmp_path)
@@ -87,17 +103,16 @@ def test_an_output_that_cannot_be_written_fails_before_training(mnist_root, tmp_
     assert "Epoch" not in capsys.readouterr().out and files(tmp_path) == ["notes.txt", "runs"]
 
 
-def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root, tmp_path):
-    assert train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path).returncode == 0
-    run = tmp_path / "runs" / "exp"
+def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root, trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
     before = (run / "last.pt").read_bytes()
     # Files may grow to 1 MB: the 4.8 MB checkpoint cannot be written, as on a full disk.
-    result = train("--resume", run, "--epochs", "2", "--data-dir", mnist_root, cwd=tmp_path,
+    result = train("--resume", run, "--epochs", "3", "--data-dir", mnist_root, cwd=tmp_path,
                    limits={resource.RLIMIT_FSIZE: 1_000_000})
     one_line_error(result, f"cannot write {run / 'last.pt'}: File too large; any previous file is unchanged")
-    assert "Epoch 2: train loss" in result.stdout
-    assert (run / "last.pt").read_bytes() == before and load_checkpoint(run / "last.pt", Net())[0] == 1
-    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]  # the history has epoch 2
+    assert "Epoch 3: train loss" in result.stdout
+    assert (run / "last.pt").read_bytes() == before and load_checkpoint(run / "last.pt", Net())[0] == 2
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2, 3]  # the history has epoch 3
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
 
 
@@ -115,12 +130,9 @@ def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
     one_line_error(result, "out of memory in epoch 1 with batch size 512; lower --batch-size")
 
 
-def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, tmp_path):
-    assert train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=tmp_path).returncode == 0
-    run = tmp_path / "runs" / "exp"
-    result = train("--resume", run, "--epochs", "3", "--lr", "0.1", "--data-dir", mnist_root, cwd=tmp_path)
-    one_line_error(result, "--lr 0.1 differs from the resumed run's 0.01; a resumed run keeps its settings")
-    for flag, value, was in (("--seed", "7", "1"), ("--recipe", "onecycle", "s5")):
+def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    for flag, value, was in (("--lr", "0.1", "0.01"), ("--seed", "7", "1"), ("--recipe", "onecycle", "s5")):
         assert train_py_refusal("--resume", run, "--epochs", "3", flag, value, "--data-dir", mnist_root).startswith(
             f"error: {flag} {value} differs from the resumed run's {was}; a resumed run keeps its settings")
     assert train_py_refusal("--resume", run, "--data-dir", mnist_root) == (

@@ -135,11 +135,12 @@ def _digits_side_by_side(ink):
     DIGIT_MIN_INK of the ink and DIGIT_MIN_HEIGHT of its height each, DIGIT_MIN_GAP of the height apart."""
     mask = ink > INK_THRESHOLD
     inked = np.flatnonzero(np.diff(np.concatenate([[0], mask.any(axis=0), [0]]).astype(np.int8)))
+    column_ink = ink.sum(axis=0)
+    least_ink = DIGIT_MIN_INK * column_ink.sum()
     digits, end = 0, None
     for first, stop in zip(inked[::2], inked[1::2], strict=True):
         rows = np.flatnonzero(mask[:, first:stop].any(axis=1))
-        if (ink[:, first:stop].sum() >= DIGIT_MIN_INK * ink.sum()
-                and rows[-1] - rows[0] + 1 >= DIGIT_MIN_HEIGHT * len(mask)):
+        if column_ink[first:stop].sum() >= least_ink and rows[-1] - rows[0] + 1 >= DIGIT_MIN_HEIGHT * len(mask):
             digits += end is None or first - end >= DIGIT_MIN_GAP * len(mask)
             end = stop
     return max(digits, 1)

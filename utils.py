@@ -844,16 +844,17 @@ def _check_losses(losses, last_batch, epoch, outcome, criterion):
         return
     values = torch.stack(losses).tolist()
     for offset, value in enumerate(values):
+        if math.isfinite(value) and (value >= 0 or criterion is not F.nll_loss):
+            continue
         batch = last_batch - len(values) + 1 + offset
         where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"loss became {value} in {where}; {outcome} (lower the learning rate, check the data and weights)"
             )
-        if criterion is F.nll_loss and value < 0:
-            raise ValueError(f"the loss is {value:.4g} in {where}, below 0: F.nll_loss takes log-probabilities and "
-                             "the model's outputs are not; end its forward with F.log_softmax(x, dim=1), or give train "
-                             "and test criterion=F.cross_entropy, which takes raw scores")
+        raise ValueError(f"the loss is {value:.4g} in {where}, below 0: F.nll_loss takes log-probabilities and "
+                         "the model's outputs are not; end its forward with F.log_softmax(x, dim=1), or give train "
+                         "and test criterion=F.cross_entropy, which takes raw scores")
 
 
 @torch.no_grad()
@@ -929,9 +930,7 @@ def _hold_outputs(checkpoint_path, best_path, start_epoch, overwrite):
     paths = [Path(path) for path in (checkpoint_path, best_path) if path]
     for path in paths:
         check_output(path, overwrite=True)
-    with contextlib.ExitStack() as held:
-        if paths:
-            held.enter_context(hold_run_folder(paths[0].parent))
+    with hold_run_folder(paths[0].parent) if paths else contextlib.nullcontext():
         for path in paths:
             if start_epoch == 1 and not overwrite and path.exists():
                 raise FileExistsError(f"{path} already exists, and fit starts a new run at epoch 1: give the run a "

@@ -19,18 +19,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model import Net
 from predict import (
     DEFAULT_CHECKPOINT,
     NoDigitError,
+    NotADigitError,
     SeveralDigitsError,
+    check_confident,
     load_image,
+    load_model,
     predict,
     preprocess,
     to_grey,
     unreadable,
 )
-from utils import MNIST_MEAN, MNIST_STD, load_checkpoint
+from utils import MNIST_MEAN, MNIST_STD
 
 NO_DIGIT = "no digit found"
 CANVAS = 280  # pixels; the brush is sized so that a digit drawn across it has MNIST's stroke width
@@ -38,11 +40,12 @@ BRUSH = 18
 PREVIEW_SCALE = 8  # the 28x28 picture shown as 224x224, each pixel a square
 
 
-def read_picture(model, grey):
+def read_picture(model, grey, min_confidence=None):
     """(what gr.Label shows, the 28x28 picture the model saw) for a grey picture [H, W] in [0, 1].
 
     The label is {digit: probability} for the top 3; NO_DIGIT when the picture holds no digit; the reason
-    when it holds several side by side."""
+    when it holds several side by side, or when the model is less sure of any digit than min_confidence
+    (predict.check_confident; None: never)."""
     try:
         image = preprocess(grey)
     except SeveralDigitsError as reason:
@@ -52,19 +55,23 @@ def read_picture(model, grey):
     probs = predict(model, image)[0]
     seen = (image[0, 0] * MNIST_STD + MNIST_MEAN).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     preview = Image.fromarray(seen).resize((28 * PREVIEW_SCALE,) * 2, Image.NEAREST)
+    try:
+        check_confident(probs, min_confidence)
+    except NotADigitError as reason:
+        return str(reason), preview
     return {str(digit): float(p) for digit, p in enumerate(probs.tolist())}, preview
 
 
-def read_sketch(model, sketch):
+def read_sketch(model, sketch, min_confidence=None):
     """read_picture for the sketchpad's value: its composite (RGBA; transparent where nothing is drawn).
     A cleared or untouched sketchpad clears the answer."""
     composite = (sketch or {}).get("composite")
     if composite is None or not np.asarray(composite.convert("RGBA"))[..., 3].any():
         return None, None
-    return read_picture(model, to_grey(composite))
+    return read_picture(model, to_grey(composite), min_confidence)
 
 
-def read_upload(model, upload):
+def read_upload(model, upload, min_confidence=None):
     """read_picture for an uploaded file (a path, or the upload's file data as Gradio sends it), read as
     predict.py reads one: EXIF rotation, transparency as white paper, 16-bit, the size limit. (None, None)
     when there is none. A file that is not a readable picture raises gr.Error: one line on the page."""
@@ -79,11 +86,12 @@ def read_upload(model, upload):
         grey = load_image(path)
     except Exception as error:  # whatever the file holds, the page stays up and says why
         raise gr.Error(f"{name}: cannot read a picture ({unreadable(error)})", print_exception=False) from None
-    return read_picture(model, grey)
+    return read_picture(model, grey, min_confidence)
 
 
-def build_app(model):
-    """The page: a sketchpad and an upload on the left, the answer and what the model sees on the right."""
+def build_app(model, min_confidence=None):
+    """The page: a sketchpad and an upload on the left, the answer and what the model sees on the right;
+    min_confidence as read_picture takes it."""
     with gr.Blocks(title="Draw a digit: the S5 Net reads it") as app:
         gr.Markdown("## Draw a digit\nPick the brush (✎, left of the sketchpad) and draw one digit with the mouse, "
                     "or upload a photo of one: the network answers after every stroke, and shows the 28×28 picture "
@@ -101,13 +109,13 @@ def build_app(model):
             with gr.Column():
                 answer = gr.Label(num_top_classes=3, label="what the model reads", elem_id="answer")
                 seen = gr.Image(label="what the model sees (28×28)", interactive=False, elem_id="seen")
-        sketch.change(lambda value: read_sketch(model, value), sketch, [answer, seen], api_name=False,
+        sketch.change(lambda value: read_sketch(model, value, min_confidence), sketch, [answer, seen], api_name=False,
                       trigger_mode="always_last", show_progress="hidden")
         # preprocess=False: the handler gets the uploaded file itself, not Gradio's RGB decoding of it. The
         # picture it made waits in a State (which the API leaves out) for the preview, so the file is read once.
         preview = gr.State()
-        reading = upload.upload(lambda file: read_upload(model, file), upload, [answer, preview], api_name="predict",
-                                preprocess=False)
+        reading = upload.upload(lambda file: read_upload(model, file, min_confidence), upload, [answer, preview],
+                                api_name="predict", preprocess=False)
         reading.success(lambda picture: picture, preview, seen, api_name=False)
         reading.failure(lambda: (None, None), None, [answer, seen], api_name=False)  # no answer left from before
         upload.clear(lambda: (None, None), None, [answer, seen], api_name=False)
@@ -119,12 +127,14 @@ def main(argv=None):
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help=f"a checkpoint from train.py or the notebook (default: weights/{DEFAULT_CHECKPOINT.name})")
     args = p.parse_args(argv)
-    model = Net()
     try:
-        load_checkpoint(args.checkpoint, model)
+        model, min_confidence = load_model(args.checkpoint)
     except (OSError, ValueError) as error:
         sys.exit(f"error: {error}")
-    build_app(model).launch()  # GRADIO_SERVER_PORT and GRADIO_SERVER_NAME pick the address
+    try:
+        build_app(model, min_confidence).launch()  # GRADIO_SERVER_PORT and GRADIO_SERVER_NAME pick the address
+    except (OSError, OverflowError) as error:  # a port out of range or taken, a host name that is not here
+        sys.exit(f"error: cannot start the page: {error}")
 
 
 if __name__ == "__main__":

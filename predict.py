@@ -7,9 +7,10 @@ Works on photos or scans of a digit written on paper (dark ink on a light backgr
 off-centre, colour or grey; 8-bit, 16-bit or float; transparent parts count as white paper) and on
 MNIST-style images (light on dark): each is turned into what MNIST looks like before the model sees it
 (see preprocess). A picture with no digit on it (blank, noise, a page with a dark area, a dash) is answered
-"no digit found", one with several side by side (a number) says so; files that cannot be read get an
-error line, and the others still run. Pictures of more than MAX_PIXELS pixels are refused before they are
-decoded.
+"no digit found", one with several side by side (a number) says so, and one the model is not sure of
+("not a digit, it seems": a letter, a sign) where the checkpoint holds a min_confidence (the shipped
+weights do; tools/outlier_exposure.py adds one to yours); files that cannot be read get an error line, and
+the others still run. Pictures of more than MAX_PIXELS pixels are refused before they are decoded.
 """
 
 import argparse
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model import Net
-from utils import IMAGE_SIZE, device_arg, get_device, load_checkpoint, normalize
+from utils import IMAGE_SIZE, device_arg, get_device, load_checkpoint, normalize, read_checkpoint
 
-# Trained by this repository (the tuned recipe, seed 1; the README says how and how well).
+# Trained by this repository (the tuned recipe, seed 1, then tools/outlier_exposure.py; the README says how
+# and how well).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "s5_tuned.pt"
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger pictures (or decompression bombs) are refused
 DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 pixels, then centred by mass in 28x28
@@ -55,6 +57,10 @@ class NoDigitError(ValueError):
 
 class SeveralDigitsError(NoDigitError):
     """The picture holds several digits side by side; the model reads one at a time."""
+
+
+class NotADigitError(NoDigitError):
+    """The model is less sure of any digit than it is of nearly every digit (under its min_confidence)."""
 
 
 def load_image(path):
@@ -209,11 +215,33 @@ def unreadable(error):
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+def load_model(path, device="cpu"):
+    """(a Net with the checkpoint's weights, on device; the checkpoint's min_confidence, or None): the least
+    top probability the model gives a digit, below which the picture is "not a digit, it seems". Raises
+    OSError or ValueError, with the reason, for a file that is not such a checkpoint."""
+    model = Net()
+    load_checkpoint(path, model)
+    min_confidence = read_checkpoint(path).get("min_confidence")
+    if min_confidence is not None and not (isinstance(min_confidence, float) and 0 < min_confidence < 1):
+        raise ValueError(f"{path} holds min_confidence {min_confidence!r}, not a probability between 0 and 1; "
+                         "make it again with tools/outlier_exposure.py")
+    return model.to(device), min_confidence
+
+
 @torch.no_grad()
 def predict(model, images, device="cpu"):
     """Class probabilities [N, 10] for a batch of preprocessed images."""
     model.eval()
     return model(images.to(device)).exp().cpu()
+
+
+def check_confident(probs, min_confidence):
+    """Raise NotADigitError when the top of one picture's probabilities [10] is under min_confidence (a
+    letter, a sign: something the model gives less than it gives nearly every digit). None checks nothing."""
+    top = probs.max().item()
+    if min_confidence is not None and top < min_confidence:
+        raise NotADigitError(f"not a digit, it seems: the model gives no digit over {top:.0%}, and nearly every "
+                             f"digit gets {min_confidence:.0%} or more")
 
 
 def main(argv=None):
@@ -225,12 +253,10 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     device = args.device or get_device()
-    model = Net()
     try:
-        load_checkpoint(args.checkpoint, model)
+        model, min_confidence = load_model(args.checkpoint, device)
     except (OSError, ValueError) as error:
         sys.exit(f"error: {error}")
-    model.to(device)
 
     failures = 0
     for path in args.images:
@@ -247,6 +273,11 @@ def main(argv=None):
             failures += 1
             continue
         probs = predict(model, image, device)[0]
+        try:
+            check_confident(probs, min_confidence)
+        except NotADigitError as reason:
+            print(f"{path}: {reason}")
+            continue
         top = probs.topk(3)
         ranked = ", ".join(f"{d} {100 * p:.1f}%" for p, d in zip(top.values.tolist(), top.indices.tolist(),
                                                                      strict=True))

@@ -18,33 +18,53 @@ from PIL import Image, ImageDraw
 
 import utils
 from app import NO_DIGIT, read_sketch, read_upload
-from model import Net
-from predict import DEFAULT_CHECKPOINT
-from utils import get_data_loaders, load_checkpoint
+from predict import DEFAULT_CHECKPOINT, load_model
+from utils import get_data_loaders
 
 SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]  # as fractions of the canvas
+LETTERS = {  # capitals as a learner draws them with the mouse: strokes through points
+    "A": [[(0.2, 0.85), (0.5, 0.15), (0.8, 0.85)], [(0.33, 0.55), (0.67, 0.55)]],
+    "C": [[(0.75, 0.25), (0.5, 0.15), (0.3, 0.3), (0.25, 0.5), (0.3, 0.7), (0.5, 0.85), (0.75, 0.75)]],
+    "E": [[(0.75, 0.15), (0.3, 0.15), (0.3, 0.85), (0.75, 0.85)], [(0.3, 0.5), (0.65, 0.5)]],
+    "F": [[(0.75, 0.15), (0.3, 0.15), (0.3, 0.85)], [(0.3, 0.5), (0.65, 0.5)]],
+    "H": [[(0.25, 0.15), (0.25, 0.85)], [(0.75, 0.15), (0.75, 0.85)], [(0.25, 0.5), (0.75, 0.5)]],
+    "K": [[(0.3, 0.15), (0.3, 0.85)], [(0.75, 0.15), (0.3, 0.55), (0.75, 0.85)]],
+    "M": [[(0.15, 0.85), (0.25, 0.15), (0.5, 0.6), (0.75, 0.15), (0.85, 0.85)]],
+    "N": [[(0.25, 0.85), (0.25, 0.15), (0.75, 0.85), (0.75, 0.15)]],
+    "P": [[(0.3, 0.85), (0.3, 0.15), (0.65, 0.15), (0.72, 0.3), (0.65, 0.45), (0.3, 0.45)]],
+    "R": [[(0.3, 0.85), (0.3, 0.15), (0.65, 0.15), (0.72, 0.3), (0.65, 0.45), (0.3, 0.45), (0.72, 0.85)]],
+    "V": [[(0.2, 0.15), (0.5, 0.85), (0.8, 0.15)]],
+    "W": [[(0.15, 0.15), (0.3, 0.85), (0.5, 0.4), (0.7, 0.85), (0.85, 0.15)]],
+    "X": [[(0.2, 0.15), (0.8, 0.85)], [(0.8, 0.15), (0.2, 0.85)]],
+    "Y": [[(0.2, 0.15), (0.5, 0.5), (0.8, 0.15)], [(0.5, 0.5), (0.5, 0.85)]],
+}
 
 
 @pytest.fixture(scope="module")
-def model():
-    model = Net()
-    load_checkpoint(DEFAULT_CHECKPOINT, model)
-    return model
+def shipped():
+    """The app's model and min_confidence, as `python app.py` loads them."""
+    return load_model(DEFAULT_CHECKPOINT)
 
 
-def sketch(points, background=(0, 0, 0, 0), size=280, width=18):
+@pytest.fixture(scope="module")
+def model(shipped):
+    return shipped[0]
+
+
+def sketch(points, background=(0, 0, 0, 0), size=280, width=18, more=()):
     """What gr.Sketchpad(type="pil") hands the handler: black strokes on `background` (transparent, as
-    where nothing is drawn, or opaque white)."""
+    where nothing is drawn, or opaque white); a stroke through `points`, then one through each of `more`."""
     composite = Image.new("RGBA", (size, size), background)
-    if points:
-        ImageDraw.Draw(composite).line([(x * size, y * size) for x, y in points], fill=(0, 0, 0, 255), width=width,
+    for stroke in (points, *more) if points else ():
+        ImageDraw.Draw(composite).line([(x * size, y * size) for x, y in stroke], fill=(0, 0, 0, 255), width=width,
                                        joint="curve")
     return {"background": None, "layers": [composite], "composite": composite}
 
 
-def test_a_drawn_seven_is_read_as_seven_whatever_the_background(model):
-    transparent, preview = read_sketch(model, sketch(SEVEN))
-    opaque, _ = read_sketch(model, sketch(SEVEN, background=(255, 255, 255, 255)))
+def test_a_drawn_seven_is_read_as_seven_whatever_the_background(shipped):
+    model, min_confidence = shipped
+    transparent, preview = read_sketch(model, sketch(SEVEN), min_confidence)
+    opaque, _ = read_sketch(model, sketch(SEVEN, background=(255, 255, 255, 255)), min_confidence)
     assert max(transparent, key=transparent.get) == "7" and transparent == pytest.approx(opaque)
     assert sum(transparent.values()) == pytest.approx(1, abs=1e-4)
     assert preview.size == (224, 224)
@@ -71,6 +91,14 @@ def test_two_digits_drawn_side_by_side_are_named_not_read_as_one(model):
                                              "at a time", None)
 
 
+def test_letters_drawn_on_the_sketchpad_are_named_not_read_as_digits(shipped):
+    model, min_confidence = shipped
+    for letter, strokes in LETTERS.items():
+        answer, preview = read_sketch(model, sketch(strokes[0], more=strokes[1:]), min_confidence)
+        assert isinstance(answer, str) and answer.startswith("not a digit, it seems"), (letter, answer)
+        assert preview is not None
+
+
 def uploads(folder):
     """A seven as people upload one: a photo, a phone's photo stored sideways (EXIF orientation 6), black ink
     on transparent paper (as drawing programs export it), a 16-bit scan. Their file names."""
@@ -85,9 +113,10 @@ def uploads(folder):
     return ["photo.jpg", "sideways.jpg", "transparent.png", "scan16.png"]
 
 
-def test_an_upload_is_read_as_predict_py_reads_the_file(model, tmp_path):
+def test_an_upload_is_read_as_predict_py_reads_the_file(shipped, tmp_path):
+    model, min_confidence = shipped
     for name in uploads(tmp_path):
-        label, preview = read_upload(model, {"path": str(tmp_path / name), "orig_name": name})
+        label, preview = read_upload(model, {"path": str(tmp_path / name), "orig_name": name}, min_confidence)
         assert max(label, key=label.get) == "7" and preview is not None, name
     assert read_upload(model, None) == (None, None)
 
@@ -110,6 +139,7 @@ def test_the_shipped_weights_are_small_and_load_safely():
     assert DEFAULT_CHECKPOINT.stat().st_size <= 3_000_000
     state = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
     assert state["config"]["recipe"] == "tuned" and state["config"]["seed"] == 1
+    assert 0 < state["min_confidence"] < 1 and state["outlier_exposure"]["epochs"] == 2  # tools/outlier_exposure.py
 
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
@@ -151,6 +181,14 @@ def server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+def test_a_port_out_of_range_is_one_line():
+    env = {**os.environ, "GRADIO_SERVER_PORT": "99999", "GRADIO_ANALYTICS_ENABLED": "False"}
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == "error: cannot start the page: bind(): port must be 0-65535."
+
+
 def test_the_api_endpoint_answers_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -189,14 +227,18 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
             page.get_by_label("Brush", exact=True).click()
             box = canvas.bounding_box()  # the drawing square, 280 px, sits in the middle of it
             left, top = box["x"] + box["width"] / 2 - 140, box["y"] + box["height"] / 2 - 140
-            points = [(left + 280 * x, top + 280 * y) for x, y in SEVEN]
-            page.mouse.move(*points[0])
-            page.mouse.down()
-            for (ax, ay), (bx, by) in zip(points, points[1:], strict=False):
-                for step in range(1, 16):
-                    page.mouse.move(ax + (bx - ax) * step / 15, ay + (by - ay) * step / 15)
-            page.mouse.up()
+
+            def stroke(points):
+                points = [(left + 280 * x, top + 280 * y) for x, y in points]
+                page.mouse.move(*points[0])
+                page.mouse.down()
+                for (ax, ay), (bx, by) in zip(points, points[1:], strict=False):
+                    for step in range(1, 16):
+                        page.mouse.move(ax + (bx - ax) * step / 15, ay + (by - ay) * step / 15)
+                page.mouse.up()
+
             answer = page.locator("#answer")
+            stroke(SEVEN)
             expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
             expect(page.locator("#seen img")).to_be_visible()
             if os.environ.get("APP_SCREENSHOT"):  # how img/app.png is made
@@ -204,6 +246,11 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
                                                                           "height": 600})
             page.get_by_label("Clear canvas").click()
             expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
+            page.get_by_label("Brush", exact=True).click()
+            for points in LETTERS["A"]:
+                stroke(points)
+            expect(answer.locator("[data-testid='label-output-value']")).to_contain_text("not a digit, it seems",
+                                                                                          timeout=30_000)
             page.get_by_role("tab", name="Upload").click()
             uploads(tmp_path)
             page.locator("#upload input[type=file]").set_input_files(tmp_path / "transparent.png")

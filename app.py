@@ -133,7 +133,7 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     try:
         build_app(model, min_confidence).launch()  # GRADIO_SERVER_PORT and GRADIO_SERVER_NAME pick the address
-    except (OSError, OverflowError) as error:  # a port out of range or taken, a host name that is not here
+    except (OSError, OverflowError) as error:  # a port out of range, no free port, a host that is not this machine
         sys.exit(f"error: cannot start the page: {error}")
 
 

@@ -117,6 +117,8 @@ def test_fine_tuning_refuses_what_it_cannot_do_in_one_line(mnist_root, tmp_path)
     assert "out is the checkpoint itself" in refusal(outlier_exposure_main, shipped, shipped, *data)
     assert "--refuse must be a share between 0 and 1" in refusal(outlier_exposure_main, shipped, tmp_path / "o.pt",
                                                                   "--refuse", "5")
+    assert "--lr must be between 0 and 1, got 0.0" in refusal(outlier_exposure_main, shipped, tmp_path / "o.pt",
+                                                              "--lr", "0")
     assert not (tmp_path / "o.pt").exists()
 
 

@@ -7,7 +7,8 @@ A Net trained on MNIST knows ten classes and nothing else, so a letter is read a
 resembles, often confidently. This fine-tunes the model for a few epochs on MNIST with letters mixed into
 every batch, each letter's target spread evenly over the ten digits (outlier exposure: Hendrycks, Mazeika
 and Dietterich, ICLR 2019), then saves it with `min_confidence`: the top probability that all but
---refuse of MNIST's training digits reach. predict.py and app.py answer "not a digit" below it.
+--refuse of MNIST's training digits reach, augmented as in training. predict.py and app.py answer "not a
+digit" below it. The file holds weights to share, as utils.export_weights makes them: no run resumes from it.
 
 The letters are drawn in Hershey's stroke fonts (each with its own slant, rotation, size and pen) and made
 into 28x28 pictures by predict.preprocess, as a drawn digit is. Letters that a digit may look like (O, l, S,
@@ -51,7 +52,6 @@ LETTERS = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if 
 TRAINING_FONTS = ["futural", "rowmans", "rowmand", "timesr", "timesrb", "scripts", "cursive"]
 HELD_OUT_FONTS = ["futuram", "rowmant", "timesi", "timesib", "scriptc"]  # only for measuring
 LETTERS_PER_BATCH = 128  # beside each batch of digits
-LR = 3e-4  # Adam's, constant: a fine-tune, not a run
 LETTERS_WEIGHT = 0.5  # of the letters' loss against the digits' (Hendrycks et al.'s value)
 
 
@@ -113,10 +113,12 @@ def top_probabilities(model, images, device, batch_size=2000):
                       for i in range(0, len(images), batch_size)])
 
 
-def fine_tune(model, device, train_loader, letters, epochs, criterion, seed=0):
+def fine_tune(model, device, train_loader, letters, epochs, criterion, lr=3e-4, seed=0):
     """`epochs` passes over train_loader, each batch of digits trained with `criterion` beside
-    LETTERS_PER_BATCH of `letters` (normalised, on any device) trained towards the uniform distribution."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    LETTERS_PER_BATCH of `letters` (normalised, on any device) trained towards the uniform distribution;
+    Adam, its learning rate decaying linearly from `lr` to 0."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=epochs * len(train_loader))
     dtype = autocast_dtype(device)
     dtype = dtype if dtype == torch.bfloat16 else None  # fp16 would need a gradient scaler; fp32 is fine here
     letters = letters.to(device)
@@ -135,6 +137,7 @@ def fine_tune(model, device, train_loader, letters, epochs, criterion, seed=0):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            decay.step()
         print(f"fine-tuning epoch {epoch}/{epochs}: {time.perf_counter() - start:.0f}s")
 
 
@@ -144,6 +147,7 @@ def main(argv=None):
     p.add_argument("out", help="where the fine-tuned model is saved")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs over MNIST (default: 2)")
     p.add_argument("--letters", type=int, default=8000, help="letters drawn for training (default: 8000)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam's learning rate, decaying to 0 (default: 3e-4)")
     p.add_argument("--refuse", type=float, default=0.0005,
                    help="share of MNIST's training digits left under min_confidence (default: 0.0005)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
@@ -153,6 +157,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.epochs < 1 or args.letters < 1:
         sys.exit("error: --epochs and --letters must be at least 1")
+    if not 0 < args.lr < 1:
+        sys.exit(f"error: --lr must be between 0 and 1, got {args.lr}")
     if not 0 < args.refuse < 1:
         sys.exit(f"error: --refuse must be a share between 0 and 1, got {args.refuse}")
     if Path(args.out).resolve() == Path(args.checkpoint).resolve():
@@ -169,7 +175,8 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     model.to(device)
     set_seed(args.seed)
-    recipe = Recipe(**(state.get("config") or {}).get("hyperparameters", {}))
+    smoothing = (state.get("config") or {}).get("hyperparameters", {}).get("label_smoothing", 0.0)
+    criterion = make_criterion(Recipe(label_smoothing=smoothing))  # the digits' loss, as the run trained them
 
     def top_probabilities_over(loader):
         return torch.cat([top_probabilities(model, images, device) for images, _ in loader])
@@ -178,7 +185,7 @@ def main(argv=None):
     start = time.perf_counter()
     letters, _ = drawn_characters(args.letters, LETTERS, TRAINING_FONTS, args.seed)
     print(f"drew {len(letters)} letters in {time.perf_counter() - start:.0f}s")
-    fine_tune(model, device, train_loader, letters, args.epochs, make_criterion(recipe), args.seed)
+    fine_tune(model, device, train_loader, letters, args.epochs, criterion, args.lr, args.seed)
 
     # Calibrated on the training digits as training augments them (rotated, some zoomed): harder than the
     # originals, which the model has learnt closely, so closer to a digit it has never seen.
@@ -190,7 +197,7 @@ def main(argv=None):
 
     saved = {"epoch": 0, "history": new_history(), **state, "model": model.state_dict(), "optimizer": None,
              "scheduler": None, "scaler": None, "kinds": [], "min_confidence": min_confidence,
-             "outlier_exposure": {"epochs": args.epochs, "letters": args.letters, "refuse": args.refuse,
+             "outlier_exposure": {"epochs": args.epochs, "letters": args.letters, "lr": args.lr, "refuse": args.refuse,
                                   "seed": args.seed, "from": str(args.checkpoint)}}
     buffer = io.BytesIO()
     torch.save(saved, buffer)

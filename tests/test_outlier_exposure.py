@@ -1,7 +1,6 @@
 """tools/outlier_exposure.py, and what its min_confidence does in predict.py and the app: a letter drawn in
 strokes is answered "not a digit, it seems"; a digit drawn the same way is still read."""
 
-import os
 import random
 import sys
 
@@ -51,14 +50,6 @@ def test_the_shipped_weights_still_read_digits_drawn_in_those_fonts(shipped):
     assert (read & (probs.max(1).values >= min_confidence)).float().mean() >= 0.95
 
 
-@pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
-def test_the_shipped_weights_answer_not_a_digit_for_few_mnist_test_digits(shipped):
-    model, min_confidence = shipped
-    _, test_loader = utils.get_data_loaders(1000, device="cpu")
-    top = torch.cat([top_probabilities(model, images, "cpu") for images, _ in test_loader])
-    assert (top < min_confidence).float().mean() <= 0.003
-
-
 def test_predict_py_names_a_letter_not_a_digit(tmp_path, capsys):
     for character in "A7":
         Image.fromarray((drawn(character) * 255).astype(np.uint8)).save(tmp_path / f"{character}.png")
@@ -96,7 +87,7 @@ def test_fine_tuning_lowers_the_models_confidence_in_letters_and_saves_min_confi
     letters, _ = drawn_characters(100, LETTERS, HELD_OUT_FONTS, seed=3)
     before = top_probabilities(model, letters, "cpu").mean()
     assert before > 0.8
-    assert outlier_exposure_main([str(tmp_path / "run.pt"), str(tmp_path / "letters.pt"), "--letters", "200",
+    assert outlier_exposure_main([str(tmp_path / "run.pt"), str(tmp_path / "letters.pt"), "--letters", "100",
                                   "--epochs", "3", "--data-dir", str(mnist_root), "--device", "cpu"]) == 0
     tuned, min_confidence = load_model(tmp_path / "letters.pt")
     assert 0 < min_confidence < 1

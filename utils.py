@@ -1175,8 +1175,10 @@ def read_checkpoint(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path or train first")
-    if path.is_dir():
-        raise IsADirectoryError(f"checkpoint {path} is a folder; give the file in it (e.g. {path / 'best.pt'})")
+    if path.is_dir():  # a run folder (runs/exp), or the folder of runs (runs): name a checkpoint that is there
+        inside = sorted(path.glob("*.pt"), key=lambda p: (p.name != "best.pt", p.name)) + sorted(path.glob("*/best.pt"))
+        hint = f"give a checkpoint file, such as {inside[0]}" if inside else "it holds no checkpoint (.pt)"
+        raise IsADirectoryError(f"checkpoint {path} is a folder; {hint}")
     if not path.is_file():
         raise ValueError(f"checkpoint {path} is not a regular file (a pipe or device?); give a checkpoint file")
     try:

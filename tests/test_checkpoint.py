@@ -113,8 +113,15 @@ def test_diverged_weights_are_refused(tmp_path):
 
 
 def test_folders_pipes_and_unreadable_files_are_named(tmp_path):
-    with pytest.raises(IsADirectoryError, match="is a folder; give the file in it"):
+    with pytest.raises(IsADirectoryError, match="is a folder; it holds no checkpoint"):
         load_checkpoint(tmp_path, Net())
+    model, optimizer, scheduler = new_run(0)
+    (tmp_path / "runs" / "exp").mkdir(parents=True)
+    for name in ("last.pt", "best.pt"):
+        save_checkpoint(tmp_path / "runs" / "exp" / name, model, optimizer, scheduler, 1, new_history())
+    for folder, named in (("runs", "runs/exp/best.pt"), ("runs/exp", "runs/exp/best.pt")):  # the runs, or one run
+        with pytest.raises(IsADirectoryError, match=f"is a folder; give a checkpoint file, such as .*/{named}$"):
+            load_checkpoint(tmp_path / folder, Net())
     os.mkfifo(tmp_path / "pipe.pt")
     with pytest.raises(ValueError, match="pipe.pt is not a regular file"):
         load_checkpoint(tmp_path / "pipe.pt", Net())  # reading it would wait for a writer forever

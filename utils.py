@@ -1214,9 +1214,16 @@ def export_weights(checkpoint_path, path, overwrite=False):
     the run's resumability)."""
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; give another path, or overwrite=True to replace it")
-    state = read_checkpoint(checkpoint_path)
+    save_weights(path, read_checkpoint(checkpoint_path))
+
+
+def save_weights(path, state):
+    """Write `state` (a checkpoint as read_checkpoint reads it, changed as you like) to path as weights to
+    share: without the optimizer's, scheduler's and scaler's state; load_checkpoint loads it, no run
+    resumes from it. Whole or not at all (atomic_write)."""
     buffer = io.BytesIO()
-    torch.save({**state, "optimizer": None, "scheduler": None, "scaler": None, "kinds": []}, buffer)
+    torch.save({"epoch": 0, "history": new_history(), **state, "optimizer": None, "scheduler": None, "scaler": None,
+                "kinds": []}, buffer)
     atomic_write(path, buffer.getvalue())
 
 

@@ -8,7 +8,7 @@ resembles, often confidently. This fine-tunes the model for a few epochs on MNIS
 every batch, each letter's target spread evenly over the ten digits (outlier exposure: Hendrycks, Mazeika
 and Dietterich, ICLR 2019), then saves it with `min_confidence`: the top probability that all but
 --refuse of MNIST's training digits reach, augmented as in training. predict.py and app.py answer "not a
-digit" below it. The file holds weights to share, as utils.export_weights makes them: no run resumes from it.
+digit" below it. The file holds weights to share (utils.save_weights): no run resumes from it.
 
 The letters are drawn in Hershey's stroke fonts (each with its own slant, rotation, size and pen) and made
 into 28x28 pictures by predict.preprocess, as a drawn digit is. Letters that a digit may look like (O, l, S,
@@ -16,7 +16,6 @@ Z, B, g, ...) are left out: an O may well be a zero. What it prints is measured 
 """
 
 import argparse
-import io
 import math
 import random
 import sys
@@ -30,10 +29,9 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model import Net  # noqa: E402
-from predict import preprocess  # noqa: E402
+from predict import predict, preprocess  # noqa: E402
 from utils import (  # noqa: E402
     Recipe,
-    atomic_write,
     autocast_dtype,
     check_output,
     device_arg,
@@ -41,8 +39,8 @@ from utils import (  # noqa: E402
     get_device,
     load_checkpoint,
     make_criterion,
-    new_history,
     read_checkpoint,
+    save_weights,
     set_seed,
     test,
 )
@@ -105,11 +103,9 @@ def drawn_characters(n, characters, fonts, seed):
     return torch.cat(images) if images else torch.empty(0, 1, 28, 28), drawn
 
 
-@torch.no_grad()
 def top_probabilities(model, images, device, batch_size=2000):
-    """The top class probability for each image [N, 1, 28, 28] (normalised), on the CPU."""
-    model.eval()
-    return torch.cat([model(images[i: i + batch_size].to(device)).float().exp().max(1).values.cpu()
+    """The top class probability for each image [N, 1, 28, 28] (normalised), on the CPU (predict, in batches)."""
+    return torch.cat([predict(model, images[i: i + batch_size], device).max(1).values
                       for i in range(0, len(images), batch_size)])
 
 
@@ -195,14 +191,11 @@ def main(argv=None):
     held_out, _ = drawn_characters(min(args.letters, 1000), LETTERS, HELD_OUT_FONTS, args.seed + 1)
     letters_refused = (top_probabilities(model, held_out, device) < min_confidence).float().mean().item()
 
-    saved = {"epoch": 0, "history": new_history(), **state, "model": model.state_dict(), "optimizer": None,
-             "scheduler": None, "scaler": None, "kinds": [], "min_confidence": min_confidence,
-             "outlier_exposure": {"epochs": args.epochs, "letters": args.letters, "lr": args.lr, "refuse": args.refuse,
-                                  "seed": args.seed, "from": str(args.checkpoint)}}
-    buffer = io.BytesIO()
-    torch.save(saved, buffer)
+    taught = {"epochs": args.epochs, "letters": args.letters, "lr": args.lr, "refuse": args.refuse, "seed": args.seed,
+              "from": str(args.checkpoint)}
     try:
-        atomic_write(args.out, buffer.getvalue())
+        save_weights(args.out, {**state, "model": model.state_dict(), "min_confidence": min_confidence,
+                                "outlier_exposure": taught})
     except OSError as error:
         sys.exit(f"error: {error}")
     print(f"test accuracy {before:.2f}% -> {after:.2f}%; min_confidence {min_confidence:.3f}: under it "

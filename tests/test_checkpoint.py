@@ -229,6 +229,15 @@ def test_exported_weights_load_alone_but_resume_nothing(tmp_path):
         load_checkpoint(tmp_path / "weights.pt", Net(), other_opt, other_sched)
 
 
+def test_a_bare_state_dict_exported_loads(tmp_path):
+    model = new_run(0)[0]
+    torch.save(model.state_dict(), tmp_path / "mine.pt")
+    export_weights(tmp_path / "mine.pt", tmp_path / "weights.pt")
+    other = Net()
+    assert load_checkpoint(tmp_path / "weights.pt", other)[0] == 0
+    assert torch.equal(other.fc1.weight, model.fc1.weight)
+
+
 def test_exporting_onto_a_file_needs_overwrite(tmp_path):
     model, optimizer, scheduler = new_run(0)
     save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 5, new_history(), {"seed": 0})

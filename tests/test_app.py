@@ -22,6 +22,29 @@ from predict import DEFAULT_CHECKPOINT, load_model, predict
 from utils import get_data_loaders
 
 SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]  # as fractions of the canvas
+
+
+def arc(x, y, rx, ry, start=0, end=360, n=24):
+    """Points along an ellipse centred on (x, y), clockwise from `start` degrees (0: its top) to `end`."""
+    angles = np.radians(np.linspace(start, end, n + 1))
+    return [(x + rx * np.sin(a), y - ry * np.cos(a)) for a in angles]
+
+
+DIGITS = {  # each digit as a learner draws it with the mouse, some in two ways
+    "0": [arc(0.5, 0.5, 0.22, 0.35)],
+    "1": [[(0.5, 0.15), (0.5, 0.85)]],
+    "1, with a flag": [[(0.4, 0.25), (0.55, 0.15), (0.55, 0.85)]],
+    "2": [arc(0.5, 0.33, 0.2, 0.18, -80, 140, 12) + [(0.3, 0.85), (0.75, 0.85)]],
+    "3": [arc(0.5, 0.32, 0.18, 0.17, -70, 180, 12), arc(0.5, 0.67, 0.2, 0.18, 0, 250, 12)],
+    "4": [[(0.6, 0.15), (0.25, 0.6), (0.75, 0.6)], [(0.6, 0.15), (0.6, 0.85)]],
+    "4, open": [[(0.3, 0.15), (0.3, 0.55), (0.72, 0.55)], [(0.65, 0.15), (0.65, 0.85)]],
+    "5": [[(0.7, 0.15), (0.35, 0.15), (0.32, 0.45)] + arc(0.48, 0.63, 0.22, 0.2, -60, 220, 12)],
+    "6": [[(0.65, 0.15), (0.35, 0.5)] + arc(0.5, 0.66, 0.18, 0.18, 240, 600, 16)],
+    "7": [SEVEN],
+    "7, crossed": [SEVEN, [(0.38, 0.5), (0.68, 0.5)]],
+    "8": [arc(0.5, 0.32, 0.16, 0.17), arc(0.5, 0.68, 0.2, 0.18)],
+    "9": [arc(0.5, 0.33, 0.18, 0.18, 90, 450, 16) + [(0.66, 0.85)]],
+}
 LETTERS = {  # capitals as a learner draws them with the mouse: strokes through points
     "A": [[(0.2, 0.85), (0.5, 0.15), (0.8, 0.85)], [(0.33, 0.55), (0.67, 0.55)]],
     "C": [[(0.75, 0.25), (0.5, 0.15), (0.3, 0.3), (0.25, 0.5), (0.3, 0.7), (0.5, 0.85), (0.75, 0.75)]],
@@ -89,6 +112,13 @@ def test_two_digits_drawn_side_by_side_are_named_not_read_as_one(model):
                                                  (0.6 * 280, 0.75 * 280)], fill=(0, 0, 0, 255), width=18)
     assert read_sketch(model, one_seven) == ("2 or more digits side by side; the model reads one digit: give it one "
                                              "at a time", None)
+
+
+def test_every_digit_drawn_on_the_sketchpad_is_read_right_not_called_a_letter(shipped):
+    model, min_confidence = shipped
+    for name, strokes in DIGITS.items():
+        answer, _ = read_sketch(model, sketch(strokes[0], more=strokes[1:]), min_confidence)
+        assert isinstance(answer, dict) and max(answer, key=answer.get) == name[0], (name, answer)
 
 
 def test_letters_drawn_on_the_sketchpad_are_named_not_read_as_digits(shipped):

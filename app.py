@@ -11,15 +11,20 @@ API endpoint /predict (gradio_client).
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-import torch
-from PIL import Image
+if not os.environ.get("GRADIO_SERVER_PORT", "7860").strip().isdigit():  # gradio reads it as it is imported
+    sys.exit(f"error: GRADIO_SERVER_PORT={os.environ['GRADIO_SERVER_PORT']!r} is not a port number; set it to one, "
+             "such as 7860, or unset it")
 
-from predict import (
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from predict import (  # noqa: E402
     DEFAULT_CHECKPOINT,
     NoDigitError,
     NotADigitError,
@@ -32,7 +37,7 @@ from predict import (
     to_grey,
     unreadable,
 )
-from utils import MNIST_MEAN, MNIST_STD
+from utils import MNIST_MEAN, MNIST_STD  # noqa: E402
 
 NO_DIGIT = "no digit found"
 CANVAS = 280  # pixels; the brush is sized so that a digit drawn across it has MNIST's stroke width

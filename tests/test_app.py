@@ -214,12 +214,15 @@ def server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def test_a_port_out_of_range_is_one_line():
-    env = {**os.environ, "GRADIO_SERVER_PORT": "99999", "GRADIO_ANALYTICS_ENABLED": "False"}
+@pytest.mark.parametrize("port, message", [
+    ("99999", "error: cannot start the page: bind(): port must be 0-65535."),
+    ("abc", "error: GRADIO_SERVER_PORT='abc' is not a port number; set it to one, such as 7860, or unset it")])
+def test_a_port_that_cannot_be_is_one_line(port, message):
+    env = {**os.environ, "GRADIO_SERVER_PORT": port, "GRADIO_ANALYTICS_ENABLED": "False"}
     result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == "error: cannot start the page: bind(): port must be 0-65535."
+    assert result.stderr.splitlines()[-1] == message
 
 
 def test_the_api_endpoint_answers_gradio_client(server, tmp_path):

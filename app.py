@@ -12,6 +12,7 @@ API endpoint /predict (gradio_client).
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -127,6 +128,17 @@ def build_app(model, min_confidence=None):
     return app
 
 
+def check_host(host):
+    """Raise OSError, naming `host`, when this machine cannot listen on it over IPv4, as gradio does: a
+    mistyped GRADIO_SERVER_NAME, which gradio would report as no free port."""
+    try:
+        with socket.socket() as listener:
+            listener.bind((host, 0))
+    except OSError as error:
+        raise OSError(f"this machine cannot listen on GRADIO_SERVER_NAME={host!r} ({error.strerror or error}); "
+                      "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)") from None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="A page to draw a digit on and watch the Net read it.")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
@@ -137,6 +149,7 @@ def main(argv=None):
     except (OSError, ValueError) as error:
         sys.exit(f"error: {error}")
     try:
+        check_host(os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
         build_app(model, min_confidence).launch()  # GRADIO_SERVER_PORT and GRADIO_SERVER_NAME pick the address
     except (OSError, OverflowError) as error:  # a port out of range, no free port, a host that is not this machine
         sys.exit(f"error: cannot start the page: {error}")

@@ -16,6 +16,7 @@ import torch
 from conftest import ROOT, png_claiming
 from PIL import Image, ImageDraw
 
+import app
 import utils
 from app import NO_DIGIT, read_sketch, read_upload
 from predict import DEFAULT_CHECKPOINT, load_model, predict
@@ -223,6 +224,16 @@ def test_a_port_that_cannot_be_is_one_line(port, message):
                             text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == message
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "nowhere.invalid"])  # an address of no machine here; no name
+def test_a_host_this_machine_is_not_is_named_not_blamed_on_the_ports(monkeypatch, host):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", host)
+    with pytest.raises(SystemExit) as stop:
+        app.main([])
+    assert str(stop.value).startswith(f"error: cannot start the page: this machine cannot listen on "
+                                      f"GRADIO_SERVER_NAME={host!r} (")
+    assert str(stop.value).endswith("); use 127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)")
 
 
 def test_the_api_endpoint_answers_gradio_client(server, tmp_path):

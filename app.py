@@ -134,7 +134,7 @@ def check_host(host):
     try:
         with socket.socket() as listener:
             listener.bind((host, 0))
-    except (OSError, UnicodeError) as error:  # UnicodeError: a name no DNS name can be (a label over 63 letters)
+    except (OSError, TypeError) as error:  # TypeError: a name that cannot be encoded (non-ASCII, over 63 letters)
         raise OSError(f"this machine cannot listen on GRADIO_SERVER_NAME={host!r} ({error.strerror or error}); "
                       "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)") from None
 

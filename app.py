@@ -135,7 +135,8 @@ def check_host(host):
         with socket.socket() as listener:
             listener.bind((host, 0))
     except (OSError, TypeError) as error:  # TypeError: a name that cannot be encoded (non-ASCII, over 63 letters)
-        raise OSError(f"this machine cannot listen on GRADIO_SERVER_NAME={host!r} ({error.strerror or error}); "
+        reason = getattr(error, "strerror", None) or error
+        raise OSError(f"this machine cannot listen on GRADIO_SERVER_NAME={host!r} ({reason}); "
                       "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)") from None
 
 

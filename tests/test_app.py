@@ -254,7 +254,7 @@ def test_a_port_that_cannot_be_is_one_line(port, message):
     assert result.stderr.splitlines()[-1] == message
 
 
-@pytest.mark.parametrize("host", ["192.0.2.1", "nowhere.invalid"])  # an address of no machine here; no name
+@pytest.mark.parametrize("host", ["192.0.2.1", "nowhere.invalid", "é" * 70])  # no machine here; no name; no DNS name
 def test_a_host_this_machine_is_not_is_named_not_blamed_on_the_ports(monkeypatch, host):
     monkeypatch.setenv("GRADIO_SERVER_NAME", host)
     with pytest.raises(SystemExit) as stop:

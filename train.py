@@ -63,7 +63,11 @@ OUTPUTS = {"checkpoint": "best.pt", "last": "last.pt", "history": "history.json"
 
 def positive(kind):
     def parse(text):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            number = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"must be a {number}, got {text!r}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value

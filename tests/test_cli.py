@@ -37,7 +37,9 @@ def test_train_help(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--epochs", "0"], "--epochs: must be positive"),
     (["--lr", "-1"], "--lr: must be positive"),
-    (["--batch-size", "many"], "--batch-size: invalid"),
+    (["--batch-size", "many"], "--batch-size: must be a whole number, got 'many'"),
+    (["--epochs", "1.5"], "--epochs: must be a whole number, got '1.5'"),
+    (["--lr", "fast"], "--lr: must be a number, got 'fast'"),
     (["--pipeline", "pil"], "--pipeline: invalid choice"),
     (["--compile", "max"], "--compile: invalid choice"),
 ])

@@ -60,9 +60,13 @@ def hardware(device, precision=None):
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
-        flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info]
-        cpu += f" ({', '.join(flags) or 'no native bf16'})"
+        fields = dict(line.split(":", 1) for line in info.split("\n\n")[0].splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        cpu = fields.get("model name", cpu)
+        flags = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
+        # Family and model tell CPU generations apart that share a name ("AMD EPYC": Zen 3 or Zen 4, ...).
+        generation = f"family {fields['cpu family']} model {fields['model']}, " if "cpu family" in fields else ""
+        cpu += f" ({generation}{', '.join(flags) or 'no native bf16'})"
     text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"

@@ -60,8 +60,8 @@ def hardware(device, precision=None):
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
-        fields = dict(line.split(":", 1) for line in info.split("\n\n")[0].splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        first_cpu = (line.split(":", 1) for line in info.split("\n\n")[0].splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in first_cpu}
         cpu = fields.get("model name", cpu)
         flags = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
         # Family and model tell CPU generations apart that share a name ("AMD EPYC": Zen 3 or Zen 4, ...).

@@ -117,8 +117,8 @@ def throughput(args, device):
 
     The original S5 pipeline runs first: the fast path keeps freed memory for reuse (keep_freed_memory),
     a setting of the whole process that the original must not get. With --compile, the fast path runs a
-    third time with its step compiled (the compile falls in the warm-up, untimed). --precision sets the fast
-    path's (the original's is fp32).
+    third time under that mode (on CUDA `--compile off` is the eager step; a compile or capture falls in
+    the warm-up, untimed). --precision sets the fast path's (the original's is fp32).
     """
     default_precision = args.precision in (None, "auto")
     fast_path = "fast path (default)" if default_precision else f"fast path, {args.precision}"
@@ -138,10 +138,11 @@ def throughput(args, device):
             print(f", CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB", end="")
             torch.cuda.reset_peak_memory_stats(device)
         print(flush=True)
-    slow, fast, *compiled = medians.values()
+    slow, fast, *other = medians.values()
+    other_name = f"--compile {args.compile}"  # the third setup's, when there is one
     ratios = f"ratio fast / original: {fast / slow:.2f}x"
-    if compiled:
-        ratios += f"; compiled / original: {compiled[0] / slow:.2f}x, compiled / fast: {compiled[0] / fast:.2f}x"
+    if other:
+        ratios += f"; {other_name} / original: {other[0] / slow:.2f}x, {other_name} / fast: {other[0] / fast:.2f}x"
     print(ratios)
     if not default_precision:  # the limit below is the default precision's
         return {"images_per_s": medians, "ratio": fast / slow}
@@ -152,7 +153,7 @@ def throughput(args, device):
     print(f"matmul rate: {rate / 1e12:.3f} TFLOP/s ({args.matmul_size}^2 {str(dtype).removeprefix('torch.')}); "
           f"training costs {flops / 1e6:.0f} MFLOP per image, so the limit is {limit:.0f} images/s: "
           f"the fast path reaches {fast / limit:.0%} of it, the original pipeline {slow / limit:.0%}"
-          + (f", the compiled fast path {compiled[0] / limit:.0%}" if compiled else ""))
+          + (f", the fast path with {other_name} {other[0] / limit:.0%}" if other else ""))
     return {"images_per_s": medians, "ratio": fast / slow, "matmul_tflops": rate / 1e12,
             "training_mflop_per_image": flops / 1e6, "fraction_of_limit": fast / limit}
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (~9 min on an H100 or H200,
-# by estimate; what decides the default comes first):
+# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (7.5 min on an H100, plus
+# about a minute to start it; what decides the default comes first):
 # single 20-epoch runs timed end to end in fresh processes (capture included), seeds for the accuracy
 # distributions, tests/test_cuda.py, training images/s and profiles (eager vs the step replayed as CUDA graphs).
 #
@@ -10,7 +10,7 @@
 # Then run `bash benchmarks/gpu_check.sh` there, carrying .gpu; it writes gpu_check_all.log and results/ (the
 # JSON of every run) into $OUT as it goes: a call cut off at its limit still brings back what finished. Only 8
 # files come back from a device call: the log holds every run's numbers too. With a device budget too short
-# for all of it and a rerun, run `bash benchmarks/gpu_check.sh decide` (~7 min) first, then `rest` (~3 min).
+# for all of it and a rerun, run `bash benchmarks/gpu_check.sh decide` (5.5 min) first, then `rest` (2 min).
 # Rehearse it here on the CPU with tiny settings (~10 min on 2 cores; fp16, slow on a CPU, hits its cap):
 #   MNIST_DATA_DIR=... EXTRA="--device cpu --epochs 1 --seeds 1" THROUGHPUT="--device cpu --batches 2
 #   --repeats 1 --matmul-size 512" TESTS=tests/test_compile.py bash benchmarks/gpu_check.sh
@@ -19,7 +19,7 @@ OUT=${OUT:-/tmp/gpu_check}
 EXTRA=${EXTRA:-}            # appended to every full run (argparse: the last value wins)
 THROUGHPUT=${THROUGHPUT:-}  # appended to the throughput run
 TESTS=${TESTS:-tests/test_cuda.py}
-part=${1:-all}              # decide (what #14 needs, ~7 min), rest (~3 min), or all
+part=${1:-all}              # decide (what #14 needs, 5.5 min on an H100), rest (2 min), or all
 case $part in decide|rest|all) ;; *) echo "usage: bash benchmarks/gpu_check.sh [decide|rest|all]"; exit 2 ;; esac
 results=$OUT/results
 mkdir -p "$results"
@@ -39,7 +39,7 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     echo "process wall time $((SECONDS - start)) s (python's start and imports included)"
 }
 
-decide() {  # what issue #14 is decided by (~7 min)
+decide() {  # what issue #14 is decided by (5.5 min on an H100)
     # First what decides the default: single 20-epoch runs timed end to end, one fresh process each (what a
     # user's `python train.py` pays, capture or compile included): eager, the default (auto: graphed) and
     # torch.compile's CUDA graphs, all in this one call.
@@ -59,7 +59,7 @@ decide() {  # what issue #14 is decided by (~7 min)
     timeout 60 "$python" train.py --dry-run
 }
 
-rest() {  # the README's other GPU numbers (~3 min)
+rest() {  # the README's other GPU numbers (2 min on an H100)
     echo "== throughput and profiles"
     timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
     for mode in off auto; do

@@ -19,7 +19,7 @@ OUT=${OUT:-/tmp/gpu_check}
 EXTRA=${EXTRA:-}            # appended to every full run (argparse: the last value wins)
 THROUGHPUT=${THROUGHPUT:-}  # appended to the throughput run
 TESTS=${TESTS:-tests/test_cuda.py}
-part=${1:-all}              # decide (what #14 needs, 5.5 min on an H100), rest (2 min), or all
+part=${1:-all}              # decide (what #14 needs), rest, or all: their times are in the header
 case $part in decide|rest|all) ;; *) echo "usage: bash benchmarks/gpu_check.sh [decide|rest|all]"; exit 2 ;; esac
 results=$OUT/results
 mkdir -p "$results"
@@ -39,7 +39,7 @@ full() {  # full NAME ARGS...: whole runs into $results/NAME.json, each step cap
     echo "process wall time $((SECONDS - start)) s (python's start and imports included)"
 }
 
-decide() {  # what issue #14 is decided by (5.5 min on an H100)
+decide() {  # what issue #14 is decided by
     # First what decides the default: single 20-epoch runs timed end to end, one fresh process each (what a
     # user's `python train.py` pays, capture or compile included): eager, the default (auto: graphed) and
     # torch.compile's CUDA graphs, all in this one call.
@@ -59,7 +59,7 @@ decide() {  # what issue #14 is decided by (5.5 min on an H100)
     timeout 60 "$python" train.py --dry-run
 }
 
-rest() {  # the README's other GPU numbers (2 min on an H100)
+rest() {  # the README's other GPU numbers
     echo "== throughput and profiles"
     timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
     for mode in off auto; do

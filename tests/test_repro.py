@@ -80,7 +80,7 @@ def test_fp16_with_its_gradient_scaler_resumes_exactly(tmp_path):
     """fp16 autocast and a GradScaler (on the CPU too, in current torch): the scaler's state is saved, and a
     resumed run ends where a straight one does."""
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+    batches = [(torch.randn(4, 1, 28, 28, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(3)]
 
     def fp16_run():
         torch.manual_seed(0)

@@ -178,6 +178,12 @@ def test_a_digit_in_two_strokes_close_together_is_one_digit():
     assert preprocess(grey(four)).shape == (1, 1, 28, 28)
 
 
+def test_a_digit_drawn_with_a_one_pixel_pen_is_one_piece_not_specks():
+    # Its slanted stroke is a chain of pixels that touch only at their corners: one piece, 8-connected.
+    seven = grey(draw(SEVEN, (300, 300), (50, 50, 200), 0, 255, 1, "L"))
+    assert preprocess(seven).shape == (1, 1, 28, 28)
+
+
 @pytest.mark.skipif(not os.environ.get("MNIST_DATA_DIR"), reason="MNIST_DATA_DIR is not set")
 def test_pairs_of_mnist_digits_a_fifth_of_their_height_apart_are_named():
     _, test_set = get_mnist_datasets(download=False)

@@ -1,6 +1,6 @@
 """Teach a trained Net to say "not a digit": outlier exposure with letters drawn in strokes.
 
-    python tools/outlier_exposure.py runs/exp/best.pt weights/mine.pt    # about 7 minutes on 2 cores
+    python tools/outlier_exposure.py runs/exp/best.pt weights/mine.pt    # about 6 minutes on 2 cores
     python predict.py letter_a.png --checkpoint weights/mine.pt          # "not a digit ..."
 
 A Net trained on MNIST knows ten classes and nothing else, so a letter is read as the digit it most

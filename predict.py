@@ -120,8 +120,9 @@ def _main_pieces_share(mask, size=128):
         ink = F.max_pool2d(ink, factor, ceil_mode=True)
     ink = ink[0, 0].numpy() > 0
     h, w = ink.shape
+    root = np.arange(ink.sum())  # each ink pixel's piece, named by its smallest pixel once all are joined
     index = np.full(ink.shape, -1)
-    index[ink] = np.arange(ink.sum())
+    index[ink] = root
     pairs = []
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # right, down and both diagonals: each pair once
         x0, x1 = max(0, -dx), w - max(0, dx)
@@ -129,11 +130,10 @@ def _main_pieces_share(mask, size=128):
         both = (a >= 0) & (b >= 0)
         pairs.append(np.stack([a[both], b[both]]))
     a, b = np.concatenate(pairs, axis=1)
-    root = np.arange(ink.sum())
-    while not np.array_equal(root[a], root[b]):
-        np.minimum.at(root, np.maximum(root[a], root[b]), np.minimum(root[a], root[b]))  # hook the larger root
-        while not np.array_equal(root[root], root):  # then point every pixel at its root
-            root = root[root]
+    while not np.array_equal(root_a := root[a], root_b := root[b]):
+        np.minimum.at(root, np.maximum(root_a, root_b), np.minimum(root_a, root_b))  # hook the larger root
+        while not np.array_equal(up := root[root], root):  # then point every pixel at its root
+            root = up
     sizes = torch.from_numpy(np.bincount(root)).sort(descending=True).values
     return float(sizes[:3].sum() / sizes.sum())
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
-from cpu_memory import keep_freed_memory
+import utils
 from model import Net
+from s5.cpu_memory import keep_freed_memory
+from s5.runs import train_recipe
 from utils import (
     COMPILE_MODES,
     OPTIMIZERS,
@@ -32,17 +34,11 @@ from utils import (
     check_plot_path,
     check_resume,
     device_arg,
-    fit,
     get_data_loaders,
     get_device,
     get_recipe,
-    grad_scaler,
     hold_run_folder,
-    load_checkpoint,
-    make_criterion,
-    make_optimizer,
     make_run_dir,
-    make_scheduler,
     new_history,
     plot_train_metrics,
     precision_note,
@@ -50,7 +46,6 @@ from utils import (
     resolve_compile_mode,
     run_config,
     save_history,
-    set_seed,
 )
 
 # The flags that make a run (utils.run_config): saved in its checkpoints, so that --resume continues it.
@@ -187,7 +182,6 @@ def main(argv=None):
             recipe = dataclasses.replace(recipe, epochs=1)
         device = args.device or get_device()
         compile_mode = resolve_compile_mode(Net(), device, args.compile_mode)
-        set_seed(config["seed"])
         train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, config["pipeline"],
                                                      seed=config["seed"])
         if not args.dry_run:
@@ -209,33 +203,22 @@ def main(argv=None):
         print(f"run folder: {run_dir}")
 
     if device.type == "cpu" and config["pipeline"] == "fast":
-        keep_freed_memory()  # glibc keeps freed memory for reuse: CPU steps 1.4-1.7x faster (cpu_memory.py)
-    model = Net().to(device)
-    optimizer = make_optimizer(model, recipe)
+        keep_freed_memory()  # glibc keeps freed memory for reuse: faster CPU steps (s5/cpu_memory.py)
     if args.dry_run:
         train_loader, test_loader = [next(iter(train_loader))], [next(iter(test_loader))]
-    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-    scaler = grad_scaler(recipe.precision, device)  # fp16 only: None otherwise
-    history, start_epoch = new_history(), 1
-    if args.resume:
-        try:
-            done, history = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
-        except ValueError as error:  # weights of another model, or of another optimizer or schedule
-            sys.exit(f"error: {error}")
-        start_epoch = done + 1
-        print(f"resumed from {resume_from} after epoch {done}")
-
+    history = new_history()  # filled in place: what a stop keeps
     last, best = (paths["last"], paths["checkpoint"]) if paths else (None, None)
     code, error = 0, None
     try:
-        fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs, history=history,
-            start_epoch=start_epoch, checkpoint_path=last, best_path=best, config=config,
-            precision=recipe.precision, channels_last=recipe.channels_last, scaler=scaler,
-            criterion=make_criterion(recipe), compile_mode=compile_mode, overwrite=args.overwrite)
+        train_recipe(utils, recipe, device, train_loader, test_loader, seed=config["seed"], config=config,
+                     history=history, resume_from=resume_from if args.resume else None, last=last, best=best,
+                     compile_mode=compile_mode, overwrite=args.overwrite)
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")
         code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+    except ValueError as failure:  # a checkpoint of another model, optimizer or schedule, refused before training
+        sys.exit(f"error: {failure}")
     except FloatingPointError as failure:
         code, error = 1, f"{failure}" + (f"; the last good checkpoint is {last}" if last and last.exists() else "")
     except BlockingIOError as failure:  # another process took the run folder since the check above
@@ -245,7 +228,7 @@ def main(argv=None):
     except (RuntimeError, MemoryError) as failure:
         if not is_out_of_memory(failure):
             raise
-        epoch = history["epoch"][-1] + 1 if history["epoch"] else start_epoch
+        epoch = history["epoch"][-1] + 1 if history["epoch"] else done + 1 if args.resume else 1
         code, error = 1, (f"out of memory in epoch {epoch} with batch size {recipe.batch_size}; "
                           "lower --batch-size")
     finally:

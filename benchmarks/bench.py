@@ -35,18 +35,16 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import utils  # noqa: E402
-from cpu_memory import keep_freed_memory  # noqa: E402
 from model import Net  # noqa: E402
+from s5.cpu_memory import keep_freed_memory  # noqa: E402
+from s5.runs import train_recipe  # noqa: E402
 from utils import (  # noqa: E402
     augment,
     check_output,
-    fit,
     get_data_loaders,
     get_device,
     get_recipe,
-    make_criterion,
     make_optimizer,
-    make_scheduler,
     normalize,
     sample_augmentation,
     set_seed,
@@ -201,15 +199,9 @@ def full_run(args, device):
     for seed in seeds:
         sync(device)
         start = time.perf_counter()
-        set_seed(seed)
         train_loader, test_loader = get_data_loaders(recipe.batch_size, args.data_dir, device, args.pipeline,
                                                      seed=seed)
-        model = Net().to(device)
-        optimizer = make_optimizer(model, recipe)
-        scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-        history = fit(model, device, train_loader, test_loader, optimizer, scheduler, recipe.epochs,
-                      precision=recipe.precision, channels_last=recipe.channels_last, criterion=make_criterion(recipe),
-                      compile_mode=compile_mode)
+        history = train_recipe(utils, recipe, device, train_loader, test_loader, seed=seed, compile_mode=compile_mode)
         sync(device)
         runs.append({"seed": seed, "seconds": round(time.perf_counter() - start, 2),
                      "seconds_per_epoch": round(statistics.median(history["seconds"]), 3),

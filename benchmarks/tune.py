@@ -35,20 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpu_memory import keep_freed_memory  # noqa: E402
-from model import Net  # noqa: E402
+import utils  # noqa: E402
+from s5.cpu_memory import keep_freed_memory  # noqa: E402
+from s5.runs import train_recipe  # noqa: E402
 from utils import (  # noqa: E402
     DeviceLoader,
     device_arg,
-    fit,
     get_device,
     get_mnist_datasets,
     get_recipe,
-    grad_scaler,
-    make_criterion,
-    make_optimizer,
-    make_scheduler,
-    set_seed,
 )
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -91,22 +86,16 @@ def objective(trial, split, device, epochs, seed):
     """Train one trial's recipe; report validation accuracy per epoch; return the last epoch's."""
     recipe = suggest_recipe(trial, epochs)
     (train_images, train_labels), (val_images, val_labels) = split
-    set_seed(seed)
     train_loader = DeviceLoader(train_images, train_labels, recipe.batch_size, device, shuffle=True, augment=True,
                                 seed=seed)
     val_loader = DeviceLoader(val_images, val_labels, 1024, device)
-    model = Net().to(device)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
 
     def report(history):
         trial.report(history["test_acc"][-1], history["epoch"][-1])
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {history['epoch'][-1]}")
 
-    history = fit(model, device, train_loader, val_loader, optimizer, scheduler, recipe.epochs,
-                  precision=recipe.precision, channels_last=recipe.channels_last,
-                  scaler=grad_scaler(recipe.precision, device), criterion=make_criterion(recipe), on_epoch=report)
+    history = train_recipe(utils, recipe, device, train_loader, val_loader, seed=seed, on_epoch=report)
     return history["test_acc"][-1]
 
 
@@ -386,7 +375,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cpu":
-        keep_freed_memory()  # CPU steps 1.4-1.7x faster (cpu_memory.py)
+        keep_freed_memory()  # faster CPU steps (s5/cpu_memory.py)
     print(f"worker {worker_name()} on study {args.study!r} ({args.storage}), device {device}, "
           f"{len(split[0][1])} training / {len(split[1][1])} validation images", flush=True)
     signal.signal(signal.SIGTERM, terminate)

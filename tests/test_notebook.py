@@ -108,7 +108,7 @@ def test_running_the_training_cell_again_replaces_nothing(mnist_root, tmp_path):
                                            "runs_dir": str(tmp_path / "runs")})
     notebook = nbformat.read(prepared, as_version=4)
     index = {name: next(i for i, cell in enumerate(notebook.cells) if text in cell.source)
-             for name, text in (("model", "model = Net().to(device)"), ("training", "history = fit("))}
+             for name, text in (("model", "model = Net().to(device)"), ("training", "with run:"))}
     client = nbclient.NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     run = tmp_path / "runs" / "exp"
     with client.setup_kernel():

@@ -129,7 +129,8 @@ def test_bad_precision_is_refused():
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE_PAGES_AFTER_KEEP_FREED_MEMORY = """
-import re, torch, cpu_memory
+import re, torch
+from s5 import cpu_memory
 def huge_kb():
     return int(re.search(r"AnonHugePages:\\s+(\\d+)", open("/proc/self/smaps_rollup").read()).group(1))
 GROW_HEAP

@@ -28,9 +28,9 @@ from HersheyFonts import HersheyFonts
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cpu_memory import keep_freed_memory  # noqa: E402
 from model import Net  # noqa: E402
 from predict import predict, preprocess  # noqa: E402
+from s5.cpu_memory import keep_freed_memory  # noqa: E402
 from utils import (  # noqa: E402
     Recipe,
     autocast_dtype,
@@ -173,7 +173,7 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     model.to(device)
     if torch.device(device).type == "cpu":
-        keep_freed_memory()  # glibc keeps freed memory for reuse (cpu_memory.py): epochs here 1.2x faster
+        keep_freed_memory()  # glibc keeps freed memory for reuse (s5/cpu_memory.py): faster epochs
     set_seed(args.seed)
     smoothing = (state.get("config") or {}).get("hyperparameters", {}).get("label_smoothing", 0.0)
     criterion = make_criterion(Recipe(label_smoothing=smoothing))  # the digits' loss, as the run trained them

@@ -1,9 +1,8 @@
 """Faster CPU training in one call: keep_freed_memory() makes glibc keep freed memory, in 2 MB pages.
 
-Measured: a CPU training step of the Net (batch 512, bf16) runs 1.7x faster with it on a 2-core Intel
-Xeon with AMX (the 2 MB pages alone about 5%), 1.4x on a 2-core AMD EPYC; see benchmarks/README.md. It
-changes the C allocator of the whole process, so train() and test() never call it: the notebook and
-train.py do, in one visible line.
+A CPU training step of the Net runs markedly faster with it (measured on Intel Xeon and AMD EPYC hosts:
+docs/speed.md). It changes the C allocator of the whole process, so train() and test() never call it: the
+notebook and train.py do, in one visible line.
 """
 
 import ctypes
@@ -17,10 +16,9 @@ def keep_freed_memory():
 
     By default glibc serves each large tensor (the activations here are tens of MB) with a fresh mmap and
     unmaps it when freed, so every training step faults all of its memory in again, page by page; with
-    this, a CPU training step of the Net runs 1.4-1.7x faster. The process then keeps its peak memory.
+    this, a CPU training step of the Net runs faster (docs/speed.md). The process then keeps its peak memory.
     It also has the kernel back the heap with 2 MB pages instead of 4 KB ones (transparent huge pages,
-    where the kernel offers them), the part grown before this call included: fewer TLB misses, about 5%
-    faster again.
+    where the kernel offers them), the part grown before this call included: fewer TLB misses.
     Does nothing where the C library is not glibc. Runs once per process; later calls return the first
     call's result.
     """

@@ -1,0 +1,138 @@
+"""Run folders and files written whole: make_run_dir, check_output, hold_run_folder (a lock), atomic_write."""
+
+import contextlib
+import errno
+import glob
+import itertools
+import os
+from pathlib import Path
+
+from s5.config import one_of
+
+
+def make_run_dir(root="runs", name="exp"):
+    """A new, empty folder for one run: root/name, else root/name2, root/name3, ... (each made with one
+    mkdir, so two runs started at once never share a folder). Returns its Path."""
+    if name in ("", "..") or Path(name).name != name:  # "a/b", ".", "./x": a path, not a name
+        raise ValueError(f"run name {name!r} is not a folder name; give one such as 'exp' (--runs-dir says where)")
+    root = Path(root)
+    try:
+        _make_folder(root)
+        for n in itertools.count(1):
+            with contextlib.suppress(FileExistsError):
+                path = root / (name if n == 1 else f"{name}{n}")
+                path.mkdir()
+                return path
+    except OSError as error:
+        raise OSError(f"cannot make a run folder in {root}: {error.strerror or error}") from error
+
+
+def check_output(path, overwrite=False):
+    """Check, before any work, that `path` can be written: its folder exists (made when missing) and takes
+    new files, and `path` holds no earlier file unless `overwrite`. Returns the Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; give another path, or --overwrite to replace it")
+    try:
+        _make_folder(path.parent)
+        _sweep_temporaries(path)
+        os.close(os.open(_temporary(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.unlink(_temporary(path))
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+def _make_folder(folder):
+    """mkdir -p, with an error that names the file standing where a folder should be."""
+    file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"{file} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder):
+    """Hold `folder` for one training run while the block runs: a second process that asks for it (another
+    train.py or notebook resuming the same run) gets BlockingIOError at once instead of mixing its epochs
+    into this run's files. An advisory lock (flock) on the folder itself: nothing is written, and the
+    system drops it when the process ends, however it ends. Where folders cannot be locked (Windows, some
+    network file systems) it holds nothing."""
+    try:
+        import fcntl
+        descriptor = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BlockingIOError(f"{folder} is being trained by another process; wait for that run to end or "
+                                  "stop it (two runs in one folder would mix their files)") from None
+        except OSError:  # no locks on this file system
+            pass
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _temporary(path, pid=None):
+    """Where atomic_write puts path's bytes before the rename: named for the writing process."""
+    return path.with_name(f".{path.name}.{pid or os.getpid()}.tmp")
+
+
+def _sweep_temporaries(path):
+    """Remove the temporary files of path that writers killed mid-write left behind (their process is gone)."""
+    if os.name != "posix":  # os.kill(pid, 0) only asks on POSIX
+        return
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def atomic_write(path, data):
+    """Write the bytes `data` to `path` whole or not at all: a crash, an interrupt or a full disk leaves the
+    previous file as it was. The bytes go to a temporary file beside it, then os.replace; a temporary left
+    by a process killed mid-write is removed by the next write to the same path."""
+    path = Path(path)
+    try:
+        _make_folder(path.parent)
+        _sweep_temporaries(path)
+        try:
+            with open(_temporary(path), "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(_temporary(path), path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_temporary(path))
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}; any previous file is unchanged") from error
+
+
+def check_plot_path(path, overwrite=False):
+    """check_output for a figure, whose file type (from its extension) matplotlib must know."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if Path(path).suffix.lower().lstrip(".") not in kinds:
+        raise ValueError(f"cannot save a plot as {path}: unknown file type; end the name in "
+                         f"{one_of(['.' + kind for kind in ('png', 'pdf', 'svg', 'jpg')])} (or another of "
+                         f"matplotlib's: {', '.join(sorted(kinds))})")
+    return check_output(path, overwrite)

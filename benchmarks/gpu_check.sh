@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement the README's GPU table needs, in one call to a GPU machine (7.5 min on an H100, plus
+# Every GPU measurement the GPU table of docs/speed.md needs, in one call to a GPU machine (7.5 min on an H100, plus
 # about a minute to start it; what decides the default comes first):
 # single 20-epoch runs timed end to end in fresh processes (capture included), seeds for the accuracy
 # distributions, tests/test_cuda.py, training images/s and profiles (eager vs the step replayed as CUDA graphs).
@@ -59,7 +59,7 @@ decide() {  # what issue #14 is decided by
     timeout 60 "$python" train.py --dry-run
 }
 
-rest() {  # the README's other GPU numbers
+rest() {  # docs/speed.md's other GPU numbers
     echo "== throughput and profiles"
     timeout 120 "$python" benchmarks/bench.py --compile off $THROUGHPUT
     for mode in off auto; do

@@ -1,7 +1,7 @@
 """How often models answer "not a digit": letters, digits and signs drawn in fonts that
 tools/outlier_exposure.py never trains on, and MNIST's test digits, each at one min_confidence.
 
-    python benchmarks/not_a_digit.py BEFORE.pt weights/s5_tuned.pt    # the README's table, about a minute
+    python benchmarks/not_a_digit.py BEFORE.pt weights/s5_tuned.pt    # docs/letters.md's table, about a minute
 
 The threshold is the first min_confidence a checkpoint holds, applied to them all, so that a model trained
 on digits alone is measured at the same confidence as the one taught letters. MNIST's test digits are

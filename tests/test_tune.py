@@ -178,7 +178,7 @@ def test_two_workers_share_a_study_without_losing_or_repeating_trials(mnist_root
         assert code == 0, err
     done = optuna.load_study(study_name="onecycle", storage=tune.open_storage(str(address))).get_trials()
     # None lost, none twice. Under a journal's lock none extra; on a database one more when both workers
-    # counted five at once (the README says so).
+    # counted five at once (benchmarks/README.md says so).
     assert [t.number for t in done] == list(range(len(done)))
     assert len(done) == 6 if storage == "journal" else len(done) in (6, 7)
     assert len(finished(done)) == len(done)

@@ -143,7 +143,7 @@ def main(argv=None):
     p.add_argument("checkpoint", help="the model: a checkpoint of train.py or the notebook, or a state_dict")
     p.add_argument("out", help="where the fine-tuned model is saved")
     p.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs over MNIST (default: 4; 2 are quicker "
-                   "but cost a model of the S5 recipe ~0.17 points of test accuracy: README)")
+                   "but cost a model of the S5 recipe ~0.17 points of test accuracy: docs/letters.md)")
     p.add_argument("--letters", type=int, default=8000, help="letters drawn for training (default: 8000)")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam's learning rate, decaying to 0 (default: 3e-4)")
     p.add_argument("--refuse", type=float, default=0.0005,

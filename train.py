@@ -22,7 +22,7 @@ import torch
 import utils
 from model import Net
 from s5.cpu_memory import keep_freed_memory
-from s5.runs import train_recipe
+from s5.runs import ResumeRefused, train_recipe
 from utils import (
     COMPILE_MODES,
     OPTIMIZERS,
@@ -217,8 +217,8 @@ def main(argv=None):
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")
         code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
-    except ValueError as failure:  # a checkpoint of another model, optimizer or schedule, refused before training
-        sys.exit(f"error: {failure}")
+    except ResumeRefused as refusal:  # a checkpoint of another model, optimizer or schedule: nothing trained
+        code, error = 1, str(refusal)
     except FloatingPointError as failure:
         code, error = 1, f"{failure}" + (f"; the last good checkpoint is {last}" if last and last.exists() else "")
     except BlockingIOError as failure:  # another process took the run folder since the check above

@@ -15,87 +15,34 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
-from tqdm.auto import tqdm
 
-# The machinery, re-exported: `from utils import load_checkpoint` works as it always did.
-from s5.accel import (  # noqa: F401
-    COMPILE_MODES,
-    MAX_GRAPHED_SHAPES,
+from s5.accel import (
     autocast,
-    autocast_dtype,
     compile_model,
     grad_scaler,
-    precision_note,
     quiet_graph_warnings,
     resolve_compile_mode,
     scaled_step,
     to_channels_last,
 )
-from s5.analysis import (  # noqa: F401
-    confusion_matrix,
-    feature_maps,
-    get_predictions,
-    plot_confusion_matrix,
-    plot_conv_filters,
-    plot_feature_maps,
-    plot_misclassified,
-    save_figure,
-    show_grey,
-)
-from s5.checkpoints import (  # noqa: F401
-    check_resume,
-    export_weights,
-    load_checkpoint,
-    new_history,
-    read_checkpoint,
-    save_checkpoint,
-    save_history,
-    save_weights,
-)
-from s5.checks import Tally, batch_loss, check_device, check_training, forward_batch, unpack_batch
-from s5.config import (  # noqa: F401
+from s5.analysis import save_figure, show_grey
+from s5.checkpoints import new_history
+from s5.checks import Tally, batch_loss, check_device, check_training, forward_batch, progress_bar, unpack_batch
+from s5.config import (
     IMAGE_SIZE,
     MNIST_MEAN,
     MNIST_STD,
-    NUM_CLASSES,
-    OPTIMIZERS,
-    ORIGINAL_STEP,
     PIPELINES,
-    PRECISIONS,
-    RECIPES,
     ROTATION_DEGREES,
     ZOOM_CROP,
     ZOOM_P,
-    Recipe,
     check_batch_size,
     check_seed,
-    device_arg,
-    get_device,
-    get_recipe,
     resolve_device,
-    run_config,
-    set_seed,
 )
-from s5.device_loader import (  # noqa: F401
-    GPU_CHUNK,
-    DeviceImages,
-    DeviceLoader,
-    EpochSeededDataLoader,
-    augment,
-    default_num_workers,
-    normalize,
-    sample_augmentation,
-)
-from s5.files import atomic_write, check_output, check_plot_path, hold_run_folder, make_run_dir  # noqa: F401
-from s5.mnist_files import (  # noqa: F401
-    IDX_IMAGES_MAGIC,
-    IDX_LABELS_MAGIC,
-    MNIST_FILES,
-    check_mnist_files,
-    get_mnist_datasets,
-    resolve_data_dir,
-)
-from s5.runs import RunRecord, start_run  # noqa: F401
+from s5.device_loader import DeviceLoader, EpochSeededDataLoader, default_num_workers
+from s5.mnist_files import get_mnist_datasets
+from s5.runs import RunRecord
 
 # ----------------------------------------------------------------------------- data
 
@@ -168,12 +115,13 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
     """
     check_training(model, device, optimizer, scheduler)
     model.train()
-    forward = compile_model(to_channels_last(model, channels_last), device, compile_mode)  # CUDA: graph replay
-    amp = autocast(precision, device)  # bf16 where the hardware does it natively, else fp32
+    mode = resolve_compile_mode(model, device, compile_mode)
+    forward = compile_model(to_channels_last(model, channels_last), device, mode)  # on CUDA: graph replay
+    amp = autocast(precision, device)  # bf16 where the hardware does it natively (fp16 on older GPUs), else off
     scaler = scaler or grad_scaler(precision, device)  # fp16 only, else None
-    tally = Tally(device)
-    bar = tqdm(train_loader, desc=f"Epoch {epoch}" if epoch is not None else "train", leave=False)
-    with quiet_graph_warnings():
+    tally = Tally(device, criterion, "train_loader", "training stopped")
+    bar = progress_bar(train_loader, f"Epoch {epoch}" if epoch is not None else "train")
+    with quiet_graph_warnings(mode):
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)                   # 1. clear the last step's gradients
             output, target = forward_batch(forward, batch, device, amp, channels_last)  # 2. forward pass
@@ -186,12 +134,12 @@ def train(model, device, train_loader, optimizer, criterion=F.nll_loss, *, sched
             if scheduler is not None:
                 scheduler.step()
             tally.add(loss, output, target)
-            if tally.batches % log_every == 0:
-                tally.check(epoch, "training stopped", criterion)
-                loss_so_far, acc_so_far = tally.means("train_loader")
+            if log_every and tally.batches % log_every == 0:
+                tally.check(epoch)
+                loss_so_far, acc_so_far = tally.means()
                 bar.set_postfix(loss=f"{loss_so_far:.4f}", acc=f"{acc_so_far:.2f}%")
-    loss, accuracy = tally.means("train_loader")  # ValueError when it yielded no batches
-    tally.check(epoch, "training stopped", criterion)
+    loss, accuracy = tally.means()  # ValueError when it yielded no batches
+    tally.check(epoch)
     return loss, accuracy
 
 
@@ -208,12 +156,12 @@ def test(model, device, test_loader, criterion=F.nll_loss, *, precision="auto", 
     model.eval()
     forward = compile_model(to_channels_last(model, channels_last), device, compile_mode)
     amp = autocast(precision, device)
-    tally = Tally(device)
+    tally = Tally(device, criterion, "test_loader", "the test result is void")
     for batch in test_loader:
         output, target = forward_batch(forward, batch, device, amp, channels_last)
         tally.add(batch_loss(criterion, output, target), output, target)
-    loss, accuracy = tally.means("test_loader")  # ValueError when it yielded no batches
-    tally.check(None, "the test result is void", criterion)
+    loss, accuracy = tally.means()  # ValueError when it yielded no batches
+    tally.check()
     return loss, accuracy
 
 
@@ -272,7 +220,7 @@ def fit(model, device, train_loader, test_loader, optimizer, scheduler, epochs, 
     run = RunRecord(model, optimizer, scheduler, history=history, start_epoch=start_epoch, last=checkpoint_path,
                     best=best_path, config=config, scaler=scaler, overwrite=overwrite)
     with run:
-        for epoch in range(start_epoch, epochs + 1):
+        for epoch in run.epochs(epochs):
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)  # the epoch's shuffle and augmentation: seed + epoch
             lr = optimizer.param_groups[0]["lr"]
@@ -316,29 +264,89 @@ def plot_sample_data(loader, n=12, save_path=None):
 
 def plot_train_metrics(history, save_path=None):
     """The 2x2 grid: train loss, train accuracy, test loss, test accuracy per epoch, with a dotted line
-    where a step schedule (StepLR) cut the learning rate; returns the Figure."""
+    where a step schedule (StepLR) cut the learning rate; each accuracy panel has an inset of its last epochs
+    on their own scale (their differences are tenths of a point, flat beside epoch 1). Returns the Figure."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     missing = [key for key in new_history() if key != "seconds" and key not in history]
     if missing:
-        raise ValueError(f"history lacks {', '.join(missing)}: plot_train_metrics plots a history as fit fills "
-                         "it (new_history(), one list per metric)")
+        raise ValueError(f"history lacks {', '.join(missing)}: plot_train_metrics plots a history as fit and "
+                         "run.record fill it (new_history(), one list per metric)")
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     epochs, lrs = history["epoch"], history["lr"]
     # Epochs that start with a rate at most half the one before: a step down (OneCycle's glide is not).
     drops = [epoch for epoch, before, now in zip(epochs[1:], lrs, lrs[1:], strict=False) if now <= before / 2]
+    last = slice(len(epochs) // 2, None) if len(epochs) >= 6 else None  # what the insets show
     panels = (("train_loss", "Training loss"), ("train_acc", "Training accuracy (%)"),
               ("test_loss", "Test loss"), ("test_acc", "Test accuracy (%)"))
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
+        views = [ax]
+        if key.endswith("acc") and last:
+            inset = ax.inset_axes([0.4, 0.12, 0.56, 0.5], zorder=5, facecolor="white")
+            inset.plot(epochs[last], history[key][last], marker="o", markersize=3)
+            inset.set_title(f"epochs {epochs[last][0]}-{epochs[-1]}", fontsize=8)
+            inset.tick_params(labelsize=7)
+            views.append(inset)
         ax.plot(epochs, history[key], marker="o", markersize=3)
-        for i, epoch in enumerate(drops):
-            ax.axvline(epoch - 0.5, color="grey", linestyle=":", label=None if i else "learning rate cut")
+        for view in views:
+            low, high = view.get_xlim()
+            for epoch in drops:
+                if low <= epoch - 0.5 <= high:
+                    view.axvline(epoch - 0.5, color="grey", linestyle=":")
+            view.xaxis.set_major_locator(MaxNLocator(integer=True))
+            view.grid(alpha=0.3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
     if drops:
-        axes[0, 0].legend()
-    fig.tight_layout()
+        cut = plt.Line2D([], [], color="grey", linestyle=":")
+        fig.legend([cut], ["learning rate cut"], loc="upper right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if drops else None)
     return save_figure(fig, save_path)
+
+
+# ----------------------------------------------------------------------------- the machinery's names
+# Re-exported, so that `from utils import load_checkpoint` (and every name utils.py had before the machinery
+# moved into s5/) works as it always did.
+from s5.accel import COMPILE_MODES, MAX_GRAPHED_SHAPES, autocast_dtype, precision_note  # noqa: E402, F401
+from s5.analysis import (  # noqa: E402, F401
+    confusion_matrix,
+    feature_maps,
+    get_predictions,
+    plot_confusion_matrix,
+    plot_conv_filters,
+    plot_feature_maps,
+    plot_misclassified,
+)
+from s5.checkpoints import (  # noqa: E402, F401
+    check_resume,
+    export_weights,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    save_history,
+    save_weights,
+)
+from s5.config import (  # noqa: E402, F401
+    NUM_CLASSES,
+    OPTIMIZERS,
+    ORIGINAL_STEP,
+    PRECISIONS,
+    RECIPES,
+    Recipe,
+    device_arg,
+    get_device,
+    get_recipe,
+    run_config,
+    set_seed,
+)
+from s5.device_loader import GPU_CHUNK, DeviceImages, augment, normalize, sample_augmentation  # noqa: E402, F401
+from s5.files import atomic_write, check_output, check_plot_path, hold_run_folder, make_run_dir  # noqa: E402, F401
+from s5.mnist_files import (  # noqa: E402, F401
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    MNIST_FILES,
+    check_mnist_files,
+    resolve_data_dir,  # noqa: E402, F401
+)
+from s5.runs import start_run  # noqa: E402, F401

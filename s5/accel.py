@@ -90,11 +90,14 @@ def resolve_compile_mode(model, device, mode):
 
 
 @contextlib.contextmanager
-def quiet_graph_warnings():
+def quiet_graph_warnings(mode):
     """make_graphed_callables makes the weights' gradient accumulators on its capture stream, and torch then
     warns that every backward joins two streams. The join is one event wait, far cheaper than what the replay
-    saves (docs/speed.md), so the warning says nothing a user can act on. For a whole epoch: a scope per
-    batch would reset every once-only warning each batch."""
+    saves (docs/speed.md), so the warning says nothing a user can act on. Filtered for a whole epoch in the
+    "graphed" `mode` only: each scope resets Python's once-only warnings, so elsewhere nothing is touched."""
+    if mode != "graphed":
+        yield
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
         yield

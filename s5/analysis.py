@@ -99,11 +99,14 @@ def plot_confusion_matrix(matrix, save_path=None):
     errors = 100 - 100 * matrix.diag().float() / matrix.sum(dim=1).clamp(min=1).float()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
     off_diagonal = matrix - torch.diag(matrix.diag())
-    left.imshow(off_diagonal.numpy(), cmap="Reds")
+    left.imshow(off_diagonal.numpy(), cmap="Reds", vmin=0, vmax=max(1, int(off_diagonal.max())))
+    dark = off_diagonal.max() / 2  # cells darker than this get white counts
     for t in range(matrix.shape[0]):
         for p in range(matrix.shape[1]):
-            left.text(p, t, int(matrix[t, p]), ha="center", va="center", fontsize=8,
-                      color="black" if t != p else "tab:blue")
+            count = int(matrix[t, p])
+            style = ({"fontsize": 9, "fontweight": "bold", "color": "black"} if t == p else
+                     {"fontsize": 9, "color": "white" if count > dark else "black" if count else "0.6"})
+            left.text(p, t, count, ha="center", va="center", **style)
     left.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: mistakes only)",
              xticks=range(10), yticks=range(10))
     right.bar(range(len(errors)), errors.tolist(), color="tab:red")
@@ -158,10 +161,11 @@ def feature_maps(model, image, layers=("conv1", "conv2", "conv3", "conv4")):
 
 def plot_feature_maps(maps, image, per_layer=8, save_path=None):
     """One row per layer: the input digit, then the `per_layer` most active channels of each layer in
-    `maps` (from feature_maps), each titled with its size; returns the Figure."""
+    `maps` (from feature_maps), each titled with its size, on one colour scale per layer (0, black: no
+    response; a colour bar at the row's end); returns the Figure."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(maps), per_layer + 1, figsize=(1.3 * (per_layer + 1), 1.45 * len(maps)),
+    fig, axes = plt.subplots(len(maps), per_layer + 1, figsize=(1.3 * (per_layer + 1) + 0.6, 1.45 * len(maps) + 0.4),
                              squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
@@ -169,7 +173,11 @@ def plot_feature_maps(maps, image, per_layer=8, save_path=None):
         show_grey(row[0], image.reshape(IMAGE_SIZE, IMAGE_SIZE))
         row[0].set_title("input", fontsize=8)
         strongest = output.flatten(1).mean(1).argsort(descending=True)[:per_layer]
+        scale = {"cmap": "magma", "vmin": 0, "vmax": max(float(output[strongest].max()), 1e-6)}
         for ax, channel in zip(row[1:], strongest.tolist(), strict=False):
-            ax.imshow(output[channel].numpy(), cmap="magma")
+            shown = ax.imshow(output[channel].numpy(), **scale)
             ax.set_title(f"{name} #{channel}\n{output.shape[1]}x{output.shape[2]}", fontsize=7)
+        fig.colorbar(shown, ax=row[-1], fraction=0.1, pad=0.04).ax.tick_params(labelsize=6)
+    fig.suptitle("Each layer's most active channels after the ReLU: bright where the channel responds strongly, "
+                 "black where not at all (one colour scale per row)", fontsize=8)
     return save_figure(fig, save_path)

@@ -1,7 +1,11 @@
 """Checks on what a user hands train and test (loaders, labels, model, optimizer, scheduler, criterion), each
-failing in one line that says what to do, and the epoch's running loss and accuracy (Tally)."""
+failing in one line that says what to do; an epoch's running loss and accuracy (Tally), checked as it goes,
+and its progress bar."""
 
 import math
+import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +92,7 @@ def check_optimizer(model, optimizer):
 
 
 def forward_batch(forward, batch, device, amp, channels_last):
-    """One batch through the model, as train and test both run it: checked (_unpack), moved to `device`,
+    """One batch through the model, as train and test both run it: checked (unpack_batch), moved to `device`,
     run under `amp`; returns (output, labels on the device)."""
     images, labels = unpack_batch(batch)
     data, target = _to_device(images, labels, device, channels_last)
@@ -127,12 +131,13 @@ def check_losses(losses, last_batch, epoch, outcome, criterion):
                          "and test criterion=F.cross_entropy, which takes raw scores")
 
 
-
 class Tally:
-    """An epoch's loss and accuracy, summed on the device (no sync per batch); the batch losses are checked
-    (check_losses) when `check` is called, so a NaN names its batch."""
+    """An epoch's loss and accuracy, summed on the device (no sync per batch). The batch losses are checked
+    (check_losses) when `check` is called, so a NaN names its batch; `loader` and `outcome` word the errors
+    ("train_loader", "training stopped")."""
 
-    def __init__(self, device):
+    def __init__(self, device, criterion, loader, outcome):
+        self.criterion, self.loader, self.outcome = criterion, loader, outcome
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
         self.seen = self.batches = 0
@@ -146,12 +151,33 @@ class Tally:
         self.batches += 1
         self.pending.append(loss)
 
-    def check(self, epoch, outcome, criterion):
-        check_losses(self.pending, self.batches, epoch, outcome, criterion)
+    def check(self, epoch=None):
+        check_losses(self.pending, self.batches, epoch, self.outcome, self.criterion)
         self.pending = []
 
-    def means(self, loader_name):
+    def means(self):
         """(mean loss per sample, accuracy %) as Python floats; ValueError when the loader yielded nothing."""
         if self.seen == 0:
-            raise ValueError(f"{loader_name} yielded no batches")
+            raise ValueError(f"{self.loader} yielded no batches")
         return self.loss_sum.item() / self.seen, 100.0 * self.correct.item() / self.seen
+
+
+def progress_bar(batches, desc):
+    """tqdm's bar over an epoch's batches, gone when the epoch ends: a live widget in Jupyter, a line in a
+    terminal. None where nobody watches it live: output to a file or a pipe (train.py > log), a notebook run
+    headless (papermill, nbconvert), or TQDM_DISABLE=1; there a bar would stay frozen at its first frame,
+    and each epoch's line says it all."""
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    live = not _run_headless() if issubclass(tqdm, notebook_tqdm) else sys.stderr.isatty()
+    return tqdm(batches, desc=desc, leave=False, **({} if live else {"disable": True}))
+
+
+def _run_headless():
+    """Whether this Jupyter kernel was started by a headless runner (papermill, nbconvert): its parent."""
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:  # no /proc (macOS, Windows): the bar shows
+        return False
+    return b"papermill" in parent or b"nbconvert" in parent

@@ -11,6 +11,11 @@ from s5.config import run_config, set_seed
 from s5.files import check_output, hold_run_folder
 
 
+class ResumeRefused(ValueError):
+    """A checkpoint that a run cannot continue from (other weights, optimizer or schedule): refused before
+    anything trains."""
+
+
 class RunRecord:
     """What a run keeps after each epoch, in one call (`record`): the epoch's line, the run saved to `last`
     and, when its test accuracy is the best so far, to `best` (both atomic, with `config`: see
@@ -26,6 +31,7 @@ class RunRecord:
         self.start_epoch, self.config, self.overwrite = start_epoch, config, overwrite
         self.last, self.best, self.history_path = last, best, history_path
         self.saved = None  # the epoch last written to `last`
+        self.epoch = None  # the epoch being trained, where the loop says (epochs)
         self._held = contextlib.ExitStack()
 
     def __enter__(self):
@@ -53,8 +59,15 @@ class RunRecord:
             done = self.history["epoch"]
             held = f"epochs {done[0]}-{done[-1]}" if done else "no epoch"
             note = f"; last checkpoint: {self.last} (epoch {self.saved})" if self.saved else ""
-            print(f"Interrupted in epoch {done[-1] + 1 if done else self.start_epoch}: history holds {held}{note}")
+            epoch = self.epoch or (done[-1] + 1 if done else self.start_epoch)
+            print(f"Interrupted in epoch {epoch}: history holds {held}{note}")
         return False
+
+    def epochs(self, last):
+        """start_epoch..last, for a loop that keeps each (fit): an interrupt then names the epoch it stopped."""
+        for epoch in range(self.start_epoch, last + 1):
+            self.epoch = epoch
+            yield epoch
 
     def record(self, epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds):
         """Keep one finished epoch: its history row, its line, its checkpoints."""
@@ -100,7 +113,9 @@ def train_recipe(lesson, recipe, device, train_loader, test_loader, *, seed, con
 
     With `resume_from` (a checkpoint of the same run), its weights, optimizer, scheduler, scaler and RNGs are
     loaded first and training goes on after its epoch. `history` (new_history(), filled in place) keeps the
-    finished epochs when training stops on an exception. Returns the history."""
+    finished epochs when training stops on an exception. Returns the history; ResumeRefused when
+    `resume_from` cannot be continued. (The notebook assembles its run in the open instead, and keeps it with
+    start_run.)"""
     set_seed(seed)  # right before the model: its initial weights depend on the seed alone
     model = Net().to(device)
     optimizer = lesson.make_optimizer(model, recipe)
@@ -109,7 +124,10 @@ def train_recipe(lesson, recipe, device, train_loader, test_loader, *, seed, con
     history = new_history() if history is None else history
     start_epoch = 1
     if resume_from:
-        done, saved = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
+        try:
+            done, saved = load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
+        except ValueError as error:
+            raise ResumeRefused(str(error)) from None
         history.update(saved)
         start_epoch = done + 1
         print(f"resumed from {resume_from} after epoch {done}")

@@ -108,3 +108,54 @@ def test_analysis_plots_name_what_they_cannot_show():
     assert len(shown(plot_conv_filters(Net().conv1))) == 32
     figure = plot_confusion_matrix([[5, 1], [0, 4]])  # a plain list, as from sklearn's tolist()
     assert [text.get_text() for text in figure.axes[1].texts] == ["16.67", "0.00"]
+
+
+def s5_history(epochs=20):
+    """A history shaped like an S5 run's: accuracy from ~77% to ~99.3%, the rate cut after epoch 15."""
+    history = {"epoch": list(range(1, epochs + 1)), "lr": [0.01 if e <= 15 else 0.001 for e in range(1, epochs + 1)],
+               "seconds": [1.0] * epochs}
+    for key, first, last in (("train_acc", 77.0, 99.2), ("test_acc", 93.0, 99.3)):
+        history[key] = [last - (last - first) * 0.5 ** (e - 1) for e in range(1, epochs + 1)]
+    for key in ("train_loss", "test_loss"):
+        history[key] = [1.0 / e for e in range(1, epochs + 1)]
+    return history
+
+
+def test_training_curves_zoom_on_the_last_epochs_and_name_the_rate_cut_once():
+    history = s5_history()
+    figure = plot_train_metrics(history)
+    insets = [inset for ax in figure.axes for inset in ax.child_axes]
+    assert len(insets) == 2  # one per accuracy panel
+    for inset, key in zip(insets, ("train_acc", "test_acc"), strict=True):
+        low, high = inset.get_ylim()
+        last = history[key][10:]
+        assert low <= min(last) and max(last) <= high and high - low < 1.0  # tenths of a point, legible
+    assert not any(ax.get_legend() for ax in figure.axes)
+    assert [text.get_text() for legend in figure.legends for text in legend.get_texts()] == ["learning rate cut"]
+
+
+def test_confusion_matrix_counts_stand_out_on_every_cell():
+    matrix = torch.full((10, 10), 0)
+    matrix.fill_diagonal_(980)
+    matrix[2, 7], matrix[4, 9] = 9, 1
+    figure = plot_confusion_matrix(matrix)
+    texts = {text.get_text(): text for text in figure.axes[0].texts}
+    assert matplotlib.colors.to_rgb(texts["9"].get_color()) == (1.0, 1.0, 1.0)  # white on the darkest red
+    assert matplotlib.colors.to_rgb(texts["1"].get_color()) == (0.0, 0.0, 0.0)  # black on pale red
+    assert texts["980"].get_fontweight() == "bold"
+
+
+def test_feature_maps_have_a_colour_scale_and_say_what_it_means():
+    from utils import feature_maps, plot_feature_maps
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 28, 28)
+    maps = feature_maps(Net(), image)
+    figure = plot_feature_maps(maps, image)
+    colourbars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(colourbars) == len(maps)
+    assert "black where not at all" in figure.get_suptitle()
+    for ax in figure.axes:
+        for picture in ax.images:
+            if picture.get_cmap().name == "magma":
+                assert picture.norm.vmin == 0  # 0, no response, is black on every map

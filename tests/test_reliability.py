@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,7 +102,10 @@ def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root
     args = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--batch-size", "16",
             "--device", "cpu"]
     shell = dict(cwd=tmp_path, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
-    proc = subprocess.Popen([*args, "--epochs", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **shell)
+    # Ctrl-C's default handler, as a shell in the foreground gives it: a test suite started in the background
+    # (`pytest &`, nohup) has SIGINT ignored, and a child would inherit that.
+    proc = subprocess.Popen([*args, "--epochs", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **shell)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "runs" / "exp" / "last.pt").exists():
@@ -360,3 +364,13 @@ def test_a_criterion_that_gives_one_loss_per_image_is_named():
         with pytest.raises(ValueError, match=r"^criterion must return the batch's mean loss, one number; got shape "
                                              r"\[4\] \(reduction='none'\?\)$"):
             run()
+
+
+def test_the_stop_test_passes_in_a_suite_started_in_the_background(tmp_path):
+    """`python -m pytest &` from a script: bash starts the job with SIGINT ignored, which its children inherit."""
+    test = "tests/test_reliability.py::test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes"
+    suite = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider '{test}[2-130]' & wait $!"
+    result = subprocess.run(["bash", "-c", suite], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 passed" in result.stdout

@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,81 @@ def test_dry_run_ends_with_a_verdict_and_writes_nothing(mnist_root, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "dry run: data, model, one training and one test step work"
     assert files(tmp_path) == []
+
+
+def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist_root, tmp_path, capsys):
+    import train as train_py
+    from utils import export_weights, new_history, save_checkpoint
+
+    model, optimizer, scheduler = new_run()
+    history = new_history()
+    save_checkpoint(tmp_path / "run" / "last.pt", model, optimizer, scheduler, 1, history)
+    shared = tmp_path / "shared"
+    export_weights(tmp_path / "run" / "last.pt", shared / "weights.pt")
+    handler = signal.getsignal(signal.SIGTERM)  # train.main makes SIGTERM stop a run: put pytest's back
+    try:
+        code = train_py.main(["--resume", str(shared / "weights.pt"), "--epochs", "3", "--data-dir", str(mnist_root),
+                              *SMALL])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "no run resumes from it" in err and len(err.splitlines()) == 1
+    assert files(shared) == ["weights.pt"]
+
+
+def test_a_log_file_gets_one_line_per_epoch_and_no_frozen_bar(mnist_root, tmp_path):
+    result = train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=tmp_path)  # into pipes, as `> log 2>&1`
+    assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stdout + result.stderr and "it/s" not in result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("Epoch")] == ["Epoch 1",
+                                                                                                   "Epoch 2"]
+
+
+def test_a_terminal_gets_a_live_bar(mnist_root, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    seen = []
+
+    def read():  # as a terminal does, while it runs: a full pty would block the writer
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--epochs", "1",
+                           *SMALL], cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=600,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    os.close(follower)
+    reader.join(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert re.search(r"Epoch 1: +\d+%\|", b"".join(seen).decode(errors="replace"))
+
+
+def test_a_notebook_run_headless_shows_no_frozen_bar(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom utils import progress_bar\n"
+        "total = sum(progress_bar(range(200), 'Epoch 1'))\nprint('Epoch 1: done', total)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "bars.ipynb")
+    result = subprocess.run([sys.executable, "-m", "papermill", "--log-output", "bars.ipynb", "out.ipynb"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    log = result.stdout + result.stderr
+    assert "Epoch 1: done 19900" in log and "0%|" not in log
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert [output.output_type for output in outputs] == ["stream"]  # the line, and no bar's widget

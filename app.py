@@ -65,6 +65,12 @@ DRAWINGS_KEPT = 16_000_000  # bytes of drawings sent and not yet read: the oldes
 READING = {"concurrency_id": "read", "concurrency_limit": 1}  # one picture read at a time: bounded memory
 NOT_UPLOADED = "not a file uploaded to this page; send the picture as an upload (gradio_client: handle_file(PATH))"
 NO_FILE = "the upload holds no file; send the picture as one (gradio_client: handle_file(PATH))"
+# The sketchpad opens with no tool chosen, and "Clear canvas" unchooses it: choose the brush (the first tool)
+# whenever no tool is.
+READY_TO_DRAW = """() => new MutationObserver(() => {
+    const pad = document.querySelector("#sketchpad"), brush = pad?.querySelector(".toolbar-wrap button");
+    if (brush && !pad.querySelector("button.highlight")) brush.click();
+}).observe(document.body, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]})"""
 
 
 def read_picture(model, grey, min_confidence=None):
@@ -214,9 +220,8 @@ def build_app(model, min_confidence=None):
     min_confidence as read_picture takes it. It reads only what it was sent (uploaded_path), one picture at a
     time, and deletes uploads after DELETE_CACHE; launch it with launch_options()."""
     with gr.Blocks(title="Draw a digit: the S5 Net reads it", delete_cache=DELETE_CACHE) as app:
-        gr.Markdown("## Draw a digit\nPick the brush (✎, left of the sketchpad) and draw one digit with the mouse, "
-                    "or upload a photo of one: the network answers after every stroke, and shows the 28×28 picture "
-                    "it sees after preprocessing.")
+        gr.Markdown("## Draw a digit\nDraw one digit with the mouse, or upload a photo of one: the network answers "
+                    "after every stroke, and shows the 28×28 picture it sees after preprocessing.")
         with gr.Row():
             with gr.Column():
                 with gr.Tab("Draw"):
@@ -262,8 +267,9 @@ def build_app(model, min_confidence=None):
 
 
 def launch_options():
-    """The keywords of Blocks.launch for serving the page to anyone: uploads at most MAX_FILE_SIZE."""
-    return {"max_file_size": MAX_FILE_SIZE}
+    """The keywords of Blocks.launch for serving the page to anyone: uploads at most MAX_FILE_SIZE, and the
+    page's script that makes the sketchpad ready to draw."""
+    return {"max_file_size": MAX_FILE_SIZE, "js": READY_TO_DRAW}
 
 
 def check_host(host):

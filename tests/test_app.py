@@ -419,10 +419,9 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(server)
+            page.goto(server)  # and draw at once: the page chooses the brush
             canvas = page.locator("#sketchpad canvas").first
             canvas.wait_for()
-            page.get_by_label("Brush", exact=True).click()
             box = canvas.bounding_box()  # the drawing square, 280 px, sits in the middle of it
             left, top = box["x"] + box["width"] / 2 - 140, box["y"] + box["height"] / 2 - 140
 
@@ -444,8 +443,7 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
                                                                           "height": 600})
             page.get_by_label("Clear canvas").click()
             expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0, timeout=30_000)
-            page.get_by_label("Brush", exact=True).click()
-            for points in LETTERS["A"]:
+            for points in LETTERS["A"]:  # the brush chosen again after "Clear canvas", by the page
                 stroke(points)
             expect(answer.locator("[data-testid='label-output-value']")).to_contain_text("not a digit, it seems",
                                                                                           timeout=30_000)

@@ -72,17 +72,27 @@ def load_image(path):
         raise ValueError("it is a folder, not a picture")
     if not stat.S_ISREG(mode):
         raise ValueError("it is not a regular file (a pipe or a device?); give a picture file")
+    with open_image(path) as image:
+        return to_grey(ImageOps.exif_transpose(image))
+
+
+def open_image(file):
+    """The picture in file (a path or a binary file object) as a PIL image, of which only the header is read:
+    one of more than MAX_PIXELS pixels (or a decompression bomb) is refused, with ValueError, before it is
+    decoded. So is a file that is not in a picture format Pillow reads."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # reads the header only: the size is known before decoding
-                if image.width * image.height <= MAX_PIXELS:
-                    return to_grey(ImageOps.exif_transpose(image))
+            image = Image.open(file)  # reads the header only: the size is known before decoding
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        pass  # larger than PIL's own limit
+        image = None  # larger than PIL's own limit
     except UnidentifiedImageError:  # its own message repeats the path
         raise ValueError("not in a picture format that Pillow reads; give a PNG, JPEG, BMP, TIFF, "
                          "GIF or WebP file") from None
+    if image is not None and image.width * image.height <= MAX_PIXELS:
+        return image
+    if image is not None:
+        image.close()
     raise ValueError(f"the picture is larger than {MAX_PIXELS // 1_000_000} megapixels (or its header says so); "
                      "shrink it first")
 

@@ -5,12 +5,12 @@
     GRADIO_SERVER_PORT=8000 GRADIO_SERVER_NAME=0.0.0.0 python app.py
 
 Draw on the sketchpad or upload a photo or scan of one digit: the page shows the model's top 3 digits
-and the 28x28 picture it actually sees. Both go through predict.py's preprocessing (predict.preprocess),
-and an upload is read as predict.py reads a file (predict.load_image). The upload's handler is also the
+and the 28x28 picture it actually sees. Both go through the preprocessing predict.py uses (s5.pictures.preprocess),
+and an upload is read as predict.py reads a file (s5.pictures.load_image). The upload's handler is also the
 API endpoint /predict (gradio_client).
 
 Served to anyone (Hugging Face Spaces, GRADIO_SERVER_NAME=0.0.0.0), it reads only files uploaded to it, of
-at most MAX_FILE_SIZE bytes and predict.MAX_PIXELS pixels (measured before a picture is decoded), one picture
+at most MAX_FILE_SIZE bytes and s5.pictures.MAX_PIXELS pixels (measured before a picture is decoded), one picture
 at a time, and deletes them after DELETE_CACHE's age and when it stops.
 """
 
@@ -37,7 +37,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydantic import ValidationError, model_validator  # noqa: E402
 
-from predict import (  # noqa: E402
+from s5.pictures import (  # noqa: E402
     DEFAULT_CHECKPOINT,
     NoDigitError,
     NotADigitError,
@@ -57,7 +57,7 @@ NO_DIGIT = "no digit found"
 CANVAS = 280  # pixels; the brush is sized so that a digit drawn across it has MNIST's stroke width
 BRUSH = 18
 PREVIEW_SCALE = 8  # the 28x28 picture shown as 224x224, each pixel a square
-# Served to anyone: what the page takes in, and keeps. Pictures of more than predict.MAX_PIXELS are refused
+# Served to anyone: what the page takes in, and keeps. Pictures of more than s5.pictures.MAX_PIXELS are refused
 # before they are decoded, however they arrive.
 MAX_FILE_SIZE = 10_000_000  # bytes, per file (an upload, a drawing): a phone's photo of a digit takes a few MB
 DELETE_CACHE = (60, 600)  # every minute, delete the uploads (and previews) older than 10 minutes; all at the end
@@ -78,7 +78,7 @@ def read_picture(model, grey, min_confidence=None):
 
     The label is {digit: probability} for the top 3; NO_DIGIT when the picture holds no digit; the reason
     when it holds several side by side, or when the model is less sure of any digit than min_confidence
-    (predict.check_confident; None: never)."""
+    (s5.pictures.check_confident; None: never)."""
     try:
         image = preprocess(grey)
     except SeveralDigitsError as reason:
@@ -141,7 +141,7 @@ def read_upload(model, upload, min_confidence=None, received=()):
 
 def open_drawing(value, received, drawings):
     """The sketchpad's value as Gradio sends it unprocessed, turned into what read_sketch takes: its composite
-    as a PIL image, opened as predict.open_image opens a file (larger than the size limit: refused before it is
+    as a PIL image, opened as s5.pictures.open_image opens a file (larger than the size limit: refused before it is
     decoded). The page sends the id of a drawing it sent before (to accept_blobs, kept in `drawings`: see
     keep_drawings); an API client may send the composite's file data, of a file it uploaded (uploaded_path).
     gr.Error when it cannot be read."""

@@ -259,7 +259,7 @@ def test_the_shipped_weights_reach_99_6_percent_on_the_real_test_set_and_call_fe
     _, accuracy = utils.test(model, "cpu", test_loader)
     assert accuracy >= 99.6
     top = torch.cat([predict(model, images).max(1).values for images, _ in test_loader])
-    assert (top < min_confidence).float().mean() <= 0.003  # 0.19% when taught letters (README)
+    assert (top < min_confidence).float().mean() <= 0.003  # 0.19% when taught letters (docs/letters.md)
 
 
 def free_port():

@@ -11,7 +11,7 @@ and Dietterich, ICLR 2019), then saves it with `min_confidence`: the top probabi
 digit" below it. The file holds weights to share (utils.save_weights): no run resumes from it.
 
 The letters are drawn in Hershey's stroke fonts (each with its own slant, rotation, size and pen) and made
-into 28x28 pictures by predict.preprocess, as a drawn digit is. Letters that a digit may look like (O, l, S,
+into 28x28 pictures by s5.pictures.preprocess, as a drawn digit is. Letters that a digit may look like (O, l, S,
 Z, B, g, ...) are left out: an O may well be a zero. What it prints is measured on fonts it never trained on.
 """
 
@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model import Net  # noqa: E402
-from predict import predict, preprocess  # noqa: E402
 from s5.cpu_memory import keep_freed_memory  # noqa: E402
+from s5.pictures import predict, preprocess  # noqa: E402
 from utils import (  # noqa: E402
     Recipe,
     autocast_dtype,
@@ -85,7 +85,7 @@ def draw(text, font, rng, size=200):
 
 
 def drawn_characters(n, characters, fonts, seed):
-    """n pictures of characters drawn in the given Hershey fonts, through predict.preprocess: a normalised
+    """n pictures of characters drawn in the given Hershey fonts, through s5.pictures.preprocess: a normalised
     [n, 1, 28, 28] tensor, and the characters. A character a font lacks, or a drawing that preprocess
     refuses, is drawn again."""
     rng = random.Random(seed)

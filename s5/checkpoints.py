@@ -62,6 +62,13 @@ def _without_wrapper_prefix(weights):
     return weights
 
 
+# weights_only's refusal of a pickled object, by what it says in every wording since torch 2.6: the unpickler
+# met a GLOBAL (a class or function to import and call) it does not allow. "Unsupported global: GLOBAL
+# model.Net was not an allowed global by default" (2.6-2.13); "unsupported GLOBAL posix.system whose module
+# posix is blocked" (2.14).
+_UNSAFE_GLOBAL = re.compile(r"unsupported global\b\W*(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
+
+
 def read_checkpoint(path):
     """The checkpoint at path as a dict ("model": the weights; "epoch", "history", "config", ... when
     save_checkpoint wrote it), loaded with weights_only=True and checked: weights that are not all finite
@@ -80,7 +87,7 @@ def read_checkpoint(path):
     except OSError as error:
         raise OSError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     except Exception as error:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        unsafe = _UNSAFE_GLOBAL.search(str(error))
         if unsafe:
             raise ValueError(f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that "
                              "could run code; only checkpoints of tensors and plain data load (a whole model: "

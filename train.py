@@ -233,13 +233,18 @@ def main(argv=None):
                           "lower --batch-size")
     finally:
         if paths and history["epoch"]:
+            written = []  # what was written: only those are named
             try:
                 save_history(paths["history"], history)
+                written.append(f"history: {paths['history']}")
                 plot_train_metrics(history, save_path=paths["plot"])
+                written.append(f"plot: {paths['plot']}")
             except OSError as failure:
                 code, error = 1, error or str(failure)
-            saved = f", best model: {best}" if best.exists() else ""
-            print(f"history: {paths['history']}, plot: {paths['plot']}{saved}")
+            if best.exists():
+                written.append(f"best model: {best}")
+            if written:
+                print(", ".join(written))
         if args.dry_run and code == 0:
             print("dry run: data, model, one training and one test step work")
     if error:

@@ -147,7 +147,8 @@ def check_resume(saved, config, done, path, name=str):
                          f"{was_hyper['epochs']} epochs; start a new run with {name('epochs')} {epochs}")
     if epochs <= done:
         more = "start a new run with more epochs" if onecycle else f"{name('epochs')} above {done} trains it further"
-        raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
+        held = f"epoch {done} of {epochs}" if epochs == done else f"epoch {done}; {name('epochs')} {epochs} is below it"
+        raise ValueError(f"nothing left to train: {path} already holds {held}; {more}")
 
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, config=None):

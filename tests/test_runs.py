@@ -117,6 +117,30 @@ def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root,
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
 
 
+def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_path, monkeypatch, capsys):
+    import s5.analysis
+    import train as train_py
+
+    write = s5.analysis.atomic_write
+
+    def full_disk_for_plots(path, data):  # the disk fills up as the plot is saved
+        if str(path).endswith(".png"):
+            raise OSError(f"cannot write {path}: No space left on device; any previous file is unchanged")
+        write(path, data)
+
+    monkeypatch.setattr(s5.analysis, "atomic_write", full_disk_for_plots)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = train_py.main(["--data-dir", str(mnist_root), "--epochs", "1", "--runs-dir", str(tmp_path), *SMALL])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    out, err = capsys.readouterr()
+    run = tmp_path / "exp"
+    assert code == 1 and err == (f"error: cannot write {run / 'train_metrics.png'}: No space left on device; any "
+                                 "previous file is unchanged\n")
+    assert f"history: {run / 'history.json'}, best model: {run / 'best.pt'}" in out and "plot:" not in out
+
+
 def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
     # Run train.py in a process whose address space may grow by 300 MB once its modules are loaded:
     # a batch of 512 needs more.
@@ -139,6 +163,9 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained
     assert train_py_refusal("--resume", run, "--data-dir", mnist_root) == (
         f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; --epochs above 2 trains it "
         "further")
+    assert train_py_refusal("--resume", run, "--epochs", "1", "--data-dir", mnist_root) == (
+        f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2; --epochs 1 is below it; --epochs "
+        "above 2 trains it further")  # not "epoch 2 of 1"
     assert train_py_refusal("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root).startswith(
         f"error: {run / 'last.pt'} holds this run's latest epoch; resume from it")
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run

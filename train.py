@@ -21,6 +21,7 @@ import torch
 
 import utils
 from model import Net
+from s5.checkpoints import check_history
 from s5.cpu_memory import keep_freed_memory
 from s5.runs import ResumeRefused, train_recipe
 from utils import (
@@ -133,8 +134,16 @@ def resume_point(args):
     path = Path(args.resume)
     if path.is_dir():
         path = path / OUTPUTS["last"]
-    state = read_checkpoint(path)
-    return path, state.get("config"), state.get("epoch", 0)
+    state = read_checkpoint(path)  # its fields checked: an edited checkpoint is refused before anything trains
+    if "epoch" in state:
+        check_history(state["history"], state["epoch"], path)
+    config = state.get("config")
+    if config is not None:
+        fields = {field.name for field in dataclasses.fields(Recipe)}
+        if not {*RUN_FLAGS, "hyperparameters"} <= config.keys() or not config["hyperparameters"].keys() <= fields:
+            raise ValueError(f"{path} is not a checkpoint as train.py writes it: its config is not a run's settings "
+                             "(run_config); resume from the run's own last.pt")
+    return path, config, state.get("epoch", 0)
 
 
 def output_paths(args, run_dir):

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, new_run, train_py_refusal, write_idx
 
 from model import Net
-from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint
+from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint, new_history
 
 SMALL = ["--batch-size", "128", "--device", "cpu"]
 
@@ -193,6 +193,26 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained
         holder.communicate("", timeout=60)
     with hold_run_folder(run):  # let go when that process ended
         pass
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epoch", "2", "its epoch is '2', not a whole number >= 0"),
+    ("config", "junk", "its config is 'junk', not a dict of the run's settings (run_config) or None"),
+    ("config", {"seed": 1}, "its config is not a run's settings (run_config)"),
+    ("rng_cpu", torch.zeros(7, dtype=torch.uint8), "its rng_cpu is a Tensor, not the CPU generator's state"),
+    ("history", None, "its history is None, not a dict of lists"),
+    ("history", {**new_history(), "epoch": [1], "test_acc": [50.0]}, "it is at epoch 2 but its history holds "
+                                                                       "epochs 1-1, in lists of unequal length"),
+])
+def test_a_checkpoint_with_edited_fields_is_refused_before_anything_trains(mnist_root, trained_run, tmp_path, field,
+                                                                            value, message):
+    run = copy_run(trained_run, tmp_path)
+    state = torch.load(run / "last.pt", weights_only=True)
+    torch.save({**state, field: value}, run / "last.pt")
+    kept = {path: path.read_bytes() for path in run.iterdir()}
+    refusal = train_py_refusal("--resume", run, "--epochs", "3", "--data-dir", mnist_root, *SMALL)
+    assert refusal.startswith(f"error: {run / 'last.pt'} is not a checkpoint as ") and message in refusal, refusal
+    assert "\n" not in refusal and {path: path.read_bytes() for path in run.iterdir()} == kept
 
 
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):

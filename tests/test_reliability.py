@@ -256,6 +256,14 @@ def test_train_py_refuses_settings_it_cannot_run_in_one_line(mnist_root, tmp_pat
     assert not list(tmp_path.iterdir())  # no run folder for a refused run
 
 
+def test_a_setting_beyond_float32_is_refused_before_a_run_folder(mnist_root, tmp_path):
+    for flag in ("--lr", "--gamma", "--weight-decay"):
+        assert train_py_refusal(flag, "1e308", "--data-dir", mnist_root, "--runs-dir", tmp_path, "--device", "cpu") == (
+            f"error: {flag[2:].replace('-', '_')} 1e+308 is beyond the largest number a float32 holds (3.4e+38), in "
+            "which training computes; give a smaller one")
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_optimizer_of_a_model_made_again_is_refused():
     old, optimizer, _ = new_run()  # then a notebook cell makes the model again, and train() gets the old optimizer
     model, before = Net(), {k: v.clone() for k, v in old.state_dict().items()}

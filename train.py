@@ -12,6 +12,7 @@ never replaces a file of an earlier run.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -164,6 +165,39 @@ def terminate(signum, frame):
     raise Terminated
 
 
+def stop_code(stop):
+    """The exit code of a run stopped by `stop`: 143 for SIGTERM (128 + 15, as the shell reports it), 130 for
+    Ctrl-C."""
+    return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM off while the run's last files are written (history, plot: a second Ctrl-C
+    there would leave no plot, or a traceback from inside matplotlib's import). Yields the list of those that
+    came meanwhile: the caller ends the run with their exit code once the files are written."""
+    came = []
+    try:
+        handlers = {kind: signal.signal(kind, lambda signum, frame: came.append(signum))
+                    for kind in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals reach only the main thread's handlers anyway
+        yield came
+        return
+    try:
+        yield came
+    finally:
+        for kind, handler in handlers.items():
+            signal.signal(kind, handler)
+
+
+def remove_if_empty(folder):
+    """Remove the run folder this run made when nothing was kept in it (a stop, a failure, a NaN loss before
+    the first save): no empty folder is left behind."""
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder goes
+
+
 def is_out_of_memory(error):
     return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
 
@@ -171,6 +205,17 @@ def is_out_of_memory(error):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, terminate)
+    progress = {"folder": None, "training": False}  # the run folder this run made; whether training began
+    try:
+        return run(args, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside training's own handling (loading data, say)
+        remove_if_empty(progress["folder"])
+        if not progress["training"]:
+            print("Interrupted before training: nothing saved")
+        return stop_code(stop)
+
+
+def run(args, progress):
     paths = run_dir = new_dir = None
     try:
         if args.resume:
@@ -196,10 +241,10 @@ def main(argv=None):
         if not args.dry_run:
             if not args.resume and not all(getattr(args, key) for key in OUTPUTS):
                 run_dir = new_dir = make_run_dir(args.runs_dir, args.name)
+                progress["folder"] = new_dir
             paths = output_paths(args, run_dir)
     except (ValueError, OSError) as error:
-        if new_dir is not None:
-            new_dir.rmdir()  # nothing was written to it
+        remove_if_empty(new_dir)  # nothing was written to it
         sys.exit(f"error: {error}")
     print(f"device {device}, pipeline {config['pipeline']}, {recipe}")
     if compile_mode != "off":
@@ -218,6 +263,7 @@ def main(argv=None):
     history = new_history()  # filled in place: what a stop keeps
     last, best = (paths["last"], paths["checkpoint"]) if paths else (None, None)
     code, error = 0, None
+    progress["training"] = True
     try:
         train_recipe(utils, recipe, device, train_loader, test_loader, seed=config["seed"], config=config,
                      history=history, resume_from=resume_from if args.resume else None, last=last, best=best,
@@ -225,7 +271,7 @@ def main(argv=None):
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")
-        code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+        code = stop_code(stop)
     except ResumeRefused as refusal:  # a checkpoint of another model, optimizer or schedule: nothing trained
         code, error = 1, str(refusal)
     except FloatingPointError as failure:
@@ -241,24 +287,35 @@ def main(argv=None):
         code, error = 1, (f"out of memory in epoch {epoch} with batch size {recipe.batch_size}; "
                           "lower --batch-size")
     finally:
-        if paths and history["epoch"]:
-            written = []  # what was written: only those are named
-            try:
-                save_history(paths["history"], history)
-                written.append(f"history: {paths['history']}")
-                plot_train_metrics(history, save_path=paths["plot"])
-                written.append(f"plot: {paths['plot']}")
-            except OSError as failure:
-                code, error = 1, error or str(failure)
-            if best.exists():
-                written.append(f"best model: {best}")
-            if written:
-                print(", ".join(written))
-        if args.dry_run and code == 0:
-            print("dry run: data, model, one training and one test step work")
+        with signals_held() as came:  # a second stop waits until the files below are written
+            code, error = finish(args, paths, history, best, new_dir, code, error)
+    if came and code == 0:  # a stop that came as the run ended: the files are written, the code says it stopped
+        code = 128 + signal.SIGTERM if came[0] == signal.SIGTERM else 130
+    return code
+
+
+def finish(args, paths, history, best, new_dir, code, error):
+    """The end of a run, however it ended: the history and plot written, what was written named, the error
+    line; the run folder removed if nothing was kept in it. Returns (code, error)."""
+    if paths and history["epoch"]:
+        written = []  # what was written: only those are named
+        try:
+            save_history(paths["history"], history)
+            written.append(f"history: {paths['history']}")
+            plot_train_metrics(history, save_path=paths["plot"])
+            written.append(f"plot: {paths['plot']}")
+        except OSError as failure:
+            code, error = 1, error or str(failure)
+        if best.exists():
+            written.append(f"best model: {best}")
+        if written:
+            print(", ".join(written))
+    if args.dry_run and code == 0:
+        print("dry run: data, model, one training and one test step work")
+    remove_if_empty(new_dir)
     if error:
         print(f"error: {error}", file=sys.stderr)
-    return code
+    return code, error
 
 
 if __name__ == "__main__":

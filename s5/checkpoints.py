@@ -154,11 +154,12 @@ def _check_fields(state, path):
 
 
 def check_history(history, epoch, path):
-    """Refuse to continue a run whose saved history is not that of epochs 1..epoch (what a run's own last.pt
-    holds): its epochs would be numbered and plotted wrong. For a resume; a checkpoint saved with another
-    history still loads (load_checkpoint)."""
+    """Refuse to continue a run whose saved history is not that of its epochs up to `epoch` (what a run's own
+    last.pt holds), or has lists of unequal length: its epochs would be numbered and plotted wrong. For a
+    resume; a checkpoint saved with another history still loads (load_checkpoint)."""
     lengths = {len(values) for values in history.values()}
-    if len(lengths) > 1 or history["epoch"] != list(range(1, epoch + 1)):
+    ran = history["epoch"]  # empty in a checkpoint saved by hand (save_checkpoint with new_history()): taken
+    if len(lengths) > 1 or ran and ran != list(range(ran[0], epoch + 1)):
         epochs = f"epochs {history['epoch'][0]}-{history['epoch'][-1]}" if history["epoch"] else "no epoch"
         unequal = ", in lists of unequal length" if len(lengths) > 1 else ""
         raise ValueError(f"{path} is not a checkpoint as save_checkpoint writes it for a run: it is at epoch {epoch} "

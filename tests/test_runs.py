@@ -141,6 +141,39 @@ def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_p
     assert f"history: {run / 'history.json'}, best model: {run / 'best.pt'}" in out and "plot:" not in out
 
 
+KILLED_BETWEEN_SAVES = """
+import os, runpy, signal, sys
+import s5.runs
+saved, save = [], s5.runs.save_checkpoint
+
+def save_then_die(path, *state):  # the process is killed right after the first of the last epoch's two saves
+    save(path, *state)
+    saved.append(state[3])
+    if saved.count({epochs}) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+s5.runs.save_checkpoint = save_then_die
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+def test_a_kill_between_the_last_epochs_two_saves_loses_no_best_model(mnist_root, tmp_path):
+    args = ["--data-dir", mnist_root, "--epochs", "2", "--lr", "0.002", *SMALL]
+    killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_SAVES.format(epochs=2, train=str(ROOT / "train.py")),
+                             *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    accuracies = re.findall(r"test loss \S+ acc (\S+)%", killed.stdout)
+    assert len(accuracies) == 2 and float(accuracies[1]) > float(accuracies[0]), killed.stdout  # epoch 2 is the best
+    run = tmp_path / "runs" / "exp"
+    resumed = train("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    done, history = load_checkpoint(run / "last.pt", Net())
+    best, _ = load_checkpoint(run / "best.pt", Net())
+    assert done == 2 and best == 1 + max(range(done), key=history["test_acc"].__getitem__) == 2
+
+
 def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
     # Run train.py in a process whose address space may grow by 300 MB once its modules are loaded:
     # a batch of 512 needs more.

@@ -24,6 +24,7 @@ import utils
 from model import Net
 from s5.checkpoints import check_history
 from s5.cpu_memory import keep_freed_memory
+from s5.files import hold_output
 from s5.runs import ResumeRefused, train_recipe
 from utils import (
     COMPILE_MODES,
@@ -147,13 +148,16 @@ def resume_point(args):
     return path, config, state.get("epoch", 0)
 
 
-def output_paths(args, run_dir):
-    """The four output files, each checked writable (and free, unless it is the resumed run's own)."""
+def output_paths(args, run_dir, holds):
+    """The four output files, each checked writable (and free, unless it is the resumed run's own); those named
+    by a flag held for this run in `holds` (an ExitStack; hold_output), as its folder holds the others."""
     paths = {key: Path(getattr(args, key) or run_dir / name) for key, name in OUTPUTS.items()}
     for key, path in paths.items():
         own = args.resume and getattr(args, key) is None  # the resumed run's own files: continued
         check = check_plot_path if key == "plot" else check_output
-        check(path, overwrite=args.overwrite or own)
+        check(path, overwrite=args.overwrite or own)  # its folder made
+        if getattr(args, key):
+            holds.enter_context(hold_output(path))
     return paths
 
 
@@ -205,9 +209,11 @@ def is_out_of_memory(error):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, terminate)
-    progress = {"folder": None, "training": False}  # the run folder this run made; whether training began
+    # The run folder this run made; whether training began; the files it holds (hold_output) till it ends.
+    progress = {"folder": None, "training": False, "holds": contextlib.ExitStack()}
     try:
-        return run(args, progress)
+        with progress["holds"]:
+            return run(args, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside training's own handling (loading data, say)
         remove_if_empty(progress["folder"])
         if not progress["training"]:
@@ -242,7 +248,7 @@ def run(args, progress):
             if not args.resume and not all(getattr(args, key) for key in OUTPUTS):
                 run_dir = new_dir = make_run_dir(args.runs_dir, args.name)
                 progress["folder"] = new_dir
-            paths = output_paths(args, run_dir)
+            paths = output_paths(args, run_dir, progress["holds"])
     except (ValueError, OSError) as error:
         remove_if_empty(new_dir)  # nothing was written to it
         sys.exit(f"error: {error}")

@@ -248,6 +248,26 @@ def test_a_checkpoint_with_edited_fields_is_refused_before_anything_trains(mnist
     assert "\n" not in refusal and {path: path.read_bytes() for path in run.iterdir()} == kept
 
 
+def test_two_runs_never_write_the_same_named_file(mnist_root, tmp_path, monkeypatch):
+    """`train.py --checkpoint shared/mine.pt --seed 1` and `--seed 2`, started together: the second is refused at
+    once, and the first run's file is its own."""
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--checkpoint", "shared/mine.pt", "--seed", "1",
+                              "--data-dir", str(mnist_root), "--epochs", "50", "--batch-size", "16", "--device", "cpu"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "MPLBACKEND": "Agg"})
+    try:
+        while not (line := first.stdout.readline()).startswith("run folder:"):  # its outputs checked and held
+            assert line, "the first run ended before training"
+        monkeypatch.chdir(tmp_path)
+        refused("shared/mine.pt is being written by another run; give this run another file, or wait for that run",
+                "--checkpoint", "shared/mine.pt", "--seed", "2", "--data-dir", mnist_root, "--epochs", "1", *SMALL)
+        assert not (tmp_path / "runs" / "exp2").exists()  # refused before its run folder was made
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143 and sorted(p.name for p in (tmp_path / "shared").iterdir()) in ([], ["mine.pt"])
+
+
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):
     assert train("--data-dir", mnist_root, "--recipe", "onecycle", "--epochs", "2", *SMALL,
                  cwd=tmp_path).returncode == 0

@@ -12,6 +12,7 @@ never replaces a file of an earlier run.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -21,7 +22,9 @@ import torch
 
 import utils
 from model import Net
+from s5.checkpoints import check_history
 from s5.cpu_memory import keep_freed_memory
+from s5.files import hold_output
 from s5.runs import ResumeRefused, train_recipe
 from utils import (
     COMPILE_MODES,
@@ -133,17 +136,28 @@ def resume_point(args):
     path = Path(args.resume)
     if path.is_dir():
         path = path / OUTPUTS["last"]
-    state = read_checkpoint(path)
-    return path, state.get("config"), state.get("epoch", 0)
+    state = read_checkpoint(path)  # its fields checked: an edited checkpoint is refused before anything trains
+    if "epoch" in state:
+        check_history(state["history"], state["epoch"], path)
+    config = state.get("config")
+    if config is not None:
+        fields = {field.name for field in dataclasses.fields(Recipe)}
+        if not {*RUN_FLAGS, "hyperparameters"} <= config.keys() or not config["hyperparameters"].keys() <= fields:
+            raise ValueError(f"{path} is not a checkpoint as train.py writes it: its config is not a run's settings "
+                             "(run_config); resume from the run's own last.pt")
+    return path, config, state.get("epoch", 0)
 
 
-def output_paths(args, run_dir):
-    """The four output files, each checked writable (and free, unless it is the resumed run's own)."""
+def output_paths(args, run_dir, holds):
+    """The four output files, each checked writable (and free, unless it is the resumed run's own); those named
+    by a flag held for this run in `holds` (an ExitStack; hold_output), as its folder holds the others."""
     paths = {key: Path(getattr(args, key) or run_dir / name) for key, name in OUTPUTS.items()}
     for key, path in paths.items():
         own = args.resume and getattr(args, key) is None  # the resumed run's own files: continued
         check = check_plot_path if key == "plot" else check_output
-        check(path, overwrite=args.overwrite or own)
+        check(path, overwrite=args.overwrite or own)  # its folder made
+        if getattr(args, key):
+            holds.enter_context(hold_output(path))
     return paths
 
 
@@ -155,6 +169,39 @@ def terminate(signum, frame):
     raise Terminated
 
 
+def stop_code(stop):
+    """The exit code of a run stopped by `stop`: 143 for SIGTERM (128 + 15, as the shell reports it), 130 for
+    Ctrl-C."""
+    return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM off while the run's last files are written (history, plot: a second Ctrl-C
+    there would leave no plot, or a traceback from inside matplotlib's import). Yields the list of those that
+    came meanwhile: the caller ends the run with their exit code once the files are written."""
+    came = []
+    try:
+        handlers = {kind: signal.signal(kind, lambda signum, frame: came.append(signum))
+                    for kind in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals reach only the main thread's handlers anyway
+        yield came
+        return
+    try:
+        yield came
+    finally:
+        for kind, handler in handlers.items():
+            signal.signal(kind, handler)
+
+
+def remove_if_empty(folder):
+    """Remove the run folder this run made when nothing was kept in it (a stop, a failure, a NaN loss before
+    the first save): no empty folder is left behind."""
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder goes
+
+
 def is_out_of_memory(error):
     return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
 
@@ -162,6 +209,19 @@ def is_out_of_memory(error):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, terminate)
+    # The run folder this run made; whether training began; the files it holds (hold_output) till it ends.
+    progress = {"folder": None, "training": False, "holds": contextlib.ExitStack()}
+    try:
+        with progress["holds"]:
+            return run(args, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside training's own handling (loading data, say)
+        remove_if_empty(progress["folder"])
+        if not progress["training"]:
+            print("Interrupted before training: nothing saved")
+        return stop_code(stop)
+
+
+def run(args, progress):
     paths = run_dir = new_dir = None
     try:
         if args.resume:
@@ -187,10 +247,10 @@ def main(argv=None):
         if not args.dry_run:
             if not args.resume and not all(getattr(args, key) for key in OUTPUTS):
                 run_dir = new_dir = make_run_dir(args.runs_dir, args.name)
-            paths = output_paths(args, run_dir)
+                progress["folder"] = new_dir
+            paths = output_paths(args, run_dir, progress["holds"])
     except (ValueError, OSError) as error:
-        if new_dir is not None:
-            new_dir.rmdir()  # nothing was written to it
+        remove_if_empty(new_dir)  # nothing was written to it
         sys.exit(f"error: {error}")
     print(f"device {device}, pipeline {config['pipeline']}, {recipe}")
     if compile_mode != "off":
@@ -209,6 +269,7 @@ def main(argv=None):
     history = new_history()  # filled in place: what a stop keeps
     last, best = (paths["last"], paths["checkpoint"]) if paths else (None, None)
     code, error = 0, None
+    progress["training"] = True
     try:
         train_recipe(utils, recipe, device, train_loader, test_loader, seed=config["seed"], config=config,
                      history=history, resume_from=resume_from if args.resume else None, last=last, best=best,
@@ -216,7 +277,7 @@ def main(argv=None):
     except KeyboardInterrupt as stop:
         if last and last.exists():
             print(f"resume with: python train.py --resume {last.parent if last.name == OUTPUTS['last'] else last}")
-        code = 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+        code = stop_code(stop)
     except ResumeRefused as refusal:  # a checkpoint of another model, optimizer or schedule: nothing trained
         code, error = 1, str(refusal)
     except FloatingPointError as failure:
@@ -232,19 +293,35 @@ def main(argv=None):
         code, error = 1, (f"out of memory in epoch {epoch} with batch size {recipe.batch_size}; "
                           "lower --batch-size")
     finally:
-        if paths and history["epoch"]:
-            try:
-                save_history(paths["history"], history)
-                plot_train_metrics(history, save_path=paths["plot"])
-            except OSError as failure:
-                code, error = 1, error or str(failure)
-            saved = f", best model: {best}" if best.exists() else ""
-            print(f"history: {paths['history']}, plot: {paths['plot']}{saved}")
-        if args.dry_run and code == 0:
-            print("dry run: data, model, one training and one test step work")
+        with signals_held() as came:  # a second stop waits until the files below are written
+            code, error = finish(args, paths, history, best, new_dir, code, error)
+    if came and code == 0:  # a stop that came as the run ended: the files are written, the code says it stopped
+        code = 128 + signal.SIGTERM if came[0] == signal.SIGTERM else 130
+    return code
+
+
+def finish(args, paths, history, best, new_dir, code, error):
+    """The end of a run, however it ended: the history and plot written, what was written named, the error
+    line; the run folder removed if nothing was kept in it. Returns (code, error)."""
+    if paths and history["epoch"]:
+        written = []  # what was written: only those are named
+        try:
+            save_history(paths["history"], history)
+            written.append(f"history: {paths['history']}")
+            plot_train_metrics(history, save_path=paths["plot"])
+            written.append(f"plot: {paths['plot']}")
+        except OSError as failure:
+            code, error = 1, error or str(failure)
+        if best.exists():
+            written.append(f"best model: {best}")
+        if written:
+            print(", ".join(written))
+    if args.dry_run and code == 0:
+        print("dry run: data, model, one training and one test step work")
+    remove_if_empty(new_dir)
     if error:
         print(f"error: {error}", file=sys.stderr)
-    return code
+    return code, error
 
 
 if __name__ == "__main__":

@@ -46,8 +46,11 @@ def precision_note(precision, device):
         return (f"note: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bf16, so bf16 runs "
                 "emulated in software, which is slow; --precision auto picks what is native")
     if dtype == torch.float16 and device.type == "cpu" and not _cpu_has("amx_fp16"):
-        return ("note: fp16 is slow on a CPU without AMX-FP16 (a training step ran 29x slower than in fp32 on an "
-                "AMD EPYC); it is meant for GPUs without bf16 (T4, V100); --precision auto picks what is native")
+        # No ratio: how much slower fp16 is depends on the CPU and the batch (29x on an AMD EPYC, ~250x on a
+        # Xeon with AMX-BF16), and measuring it here would cost a user seconds of emulated fp16 at every start.
+        return ("note: fp16 is slow on a CPU without AMX-FP16, as this one is: it runs emulated in software, many "
+                "times slower than fp32; it is meant for GPUs without bf16 (T4, V100); --precision auto picks what is "
+                "native")
     return None
 
 

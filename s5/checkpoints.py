@@ -62,6 +62,13 @@ def _without_wrapper_prefix(weights):
     return weights
 
 
+# weights_only's refusal of a pickled object, by what it says in every wording since torch 2.6: the unpickler
+# met a GLOBAL (a class or function to import and call) it does not allow. "Unsupported global: GLOBAL
+# model.Net was not an allowed global by default" (2.6-2.13); "unsupported GLOBAL posix.system whose module
+# posix is blocked" (2.14).
+_UNSAFE_GLOBAL = re.compile(r"unsupported global\b\W*(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
+
+
 def read_checkpoint(path):
     """The checkpoint at path as a dict ("model": the weights; "epoch", "history", "config", ... when
     save_checkpoint wrote it), loaded with weights_only=True and checked: weights that are not all finite
@@ -80,7 +87,7 @@ def read_checkpoint(path):
     except OSError as error:
         raise OSError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     except Exception as error:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        unsafe = _UNSAFE_GLOBAL.search(str(error))
         if unsafe:
             raise ValueError(f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that "
                              "could run code; only checkpoints of tensors and plain data load (a whole model: "
@@ -94,11 +101,69 @@ def read_checkpoint(path):
     elif not isinstance(state, dict) or not {"model", "epoch", "history"} <= state.keys():
         raise ValueError(f"{path} is neither a checkpoint of train.py or the notebook nor a model's state_dict "
                          "(no model/epoch/history); save model.state_dict() and give that file")
+    _check_fields(state, path)
     broken = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise ValueError(f"{path} holds weights that are not finite (NaN or inf in {', '.join(broken[:3])}): "
                          "the run that wrote it diverged; use an earlier checkpoint")
     return state
+
+
+def _check_fields(state, path):
+    """Refuse a checkpoint whose fields are not what save_checkpoint writes (a file edited, or written by other
+    code), naming the first such field: caught here, before anything loads, trains or is saved again."""
+    def wrong(field, value, expected):
+        shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+        raise ValueError(f"{path} is not a checkpoint as save_checkpoint writes it: its {field} is {shown}, not "
+                         f"{expected}; resume from the run's own last.pt, or load its weights alone")
+
+    def is_whole(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        wrong("model", state["model"], "a state_dict of tensors")
+    if "epoch" not in state:
+        return
+    if not is_whole(state["epoch"]) or state["epoch"] < 0:
+        wrong("epoch", state["epoch"], "a whole number >= 0")
+    history = state["history"]
+    if not isinstance(history, dict):
+        wrong("history", history, "a dict of lists (new_history())")
+    for key in new_history():
+        if key != "seconds" or key in history:  # a history saved before the seconds were kept: read as it is
+            values = history.get(key)
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+                wrong(f"history[{key!r}]", values, "a list of numbers")
+    config = state.get("config")
+    if not (config is None or isinstance(config, dict) and isinstance(config.get("hyperparameters", {}), dict)):
+        wrong("config", config, "a dict of the run's settings (run_config) or None")
+    for key in ("optimizer", "scheduler", "scaler"):
+        if not (state.get(key) is None or isinstance(state[key], dict)):
+            wrong(key, state[key], "a state_dict or None")
+    kinds = state.get("kinds", [])
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        wrong("kinds", kinds, "a list of class names")
+    size = torch.get_rng_state().shape
+    rng = state.get("rng_cpu", torch.get_rng_state())
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.shape == size):
+        wrong("rng_cpu", rng, f"the CPU generator's state (torch.uint8, {size[0]} bytes)")
+    cuda = state.get("rng_cuda", [])
+    if not (isinstance(cuda, (list, tuple)) and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
+                                                    for t in cuda)):
+        wrong("rng_cuda", cuda, "a list of CUDA generator states")
+
+
+def check_history(history, epoch, path):
+    """Refuse to continue a run whose saved history is not that of its epochs up to `epoch` (what a run's own
+    last.pt holds), or has lists of unequal length: its epochs would be numbered and plotted wrong. For a
+    resume; a checkpoint saved with another history still loads (load_checkpoint)."""
+    lengths = {len(values) for values in history.values()}
+    ran = history["epoch"]  # empty in a checkpoint saved by hand (save_checkpoint with new_history()): taken
+    if len(lengths) > 1 or ran and ran != list(range(ran[0], epoch + 1)):
+        epochs = f"epochs {history['epoch'][0]}-{history['epoch'][-1]}" if history["epoch"] else "no epoch"
+        unequal = ", in lists of unequal length" if len(lengths) > 1 else ""
+        raise ValueError(f"{path} is not a checkpoint as save_checkpoint writes it for a run: it is at epoch {epoch} "
+                         f"but its history holds {epochs}{unequal}; resume from the run's own last.pt")
 
 
 def export_weights(checkpoint_path, path, overwrite=False):
@@ -140,7 +205,8 @@ def check_resume(saved, config, done, path, name=str):
                          f"{was_hyper['epochs']} epochs; start a new run with {name('epochs')} {epochs}")
     if epochs <= done:
         more = "start a new run with more epochs" if onecycle else f"{name('epochs')} above {done} trains it further"
-        raise ValueError(f"nothing left to train: {path} already holds epoch {done} of {epochs}; {more}")
+        held = f"epoch {done} of {epochs}" if epochs == done else f"epoch {done}; {name('epochs')} {epochs} is below it"
+        raise ValueError(f"nothing left to train: {path} already holds {held}; {more}")
 
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, config=None):

@@ -23,6 +23,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # auto: bf16 where the hardware does it natively; fp16 (with a gradient scaler) on CUDA GPUs without it (T4,
 # V100); else fp32.
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# The largest number a float32 holds: optimizers keep their settings in fp32 tensors too, where a larger one
+# (--lr 1e308) fails mid-step ("value cannot be converted to type float without overflow").
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def one_of(names):
@@ -69,6 +72,10 @@ class Recipe:
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for name in ("lr", "gamma", "weight_decay"):
+            if getattr(self, name) > FLOAT32_MAX:
+                raise ValueError(f"{name} {getattr(self, name)!r} is beyond the largest number a float32 holds "
+                                 f"({FLOAT32_MAX:.3g}), in which training computes; give a smaller one")
         if self.schedule not in ("step", "onecycle"):
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:

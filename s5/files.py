@@ -79,6 +79,47 @@ def hold_run_folder(folder):
         os.close(descriptor)
 
 
+@contextlib.contextmanager
+def hold_output(path):
+    """Hold the file `path` for one run while the block runs, as hold_run_folder holds a folder: a second run
+    that names the same file (--checkpoint shared/mine.pt in two terminals) gets BlockingIOError at once
+    instead of replacing the first run's file without a word. The lock is an empty file `.NAME.lock` beside
+    it (flock'ed; the system drops it when the process ends, however it ends), removed when the block ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: held by nothing
+        yield
+        return
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a folder that takes no files: check_output names it
+            yield
+            return
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise BlockingIOError(f"{path} is being written by another run; give this run another file, or wait for "
+                                  "that run to end (two runs would replace each other's file)") from None
+        except OSError:  # no locks on this file system
+            break
+        try:  # the lock file of a run that just ended (and removed it): take the new one instead
+            if os.stat(lock).st_ino == os.fstat(descriptor).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(descriptor)
+
+
 def _temporary(path, pid=None):
     """Where atomic_write puts path's bytes before the rename: named for the writing process."""
     return path.with_name(f".{path.name}.{pid or os.getpid()}.tmp")

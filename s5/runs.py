@@ -78,11 +78,14 @@ class RunRecord:
         print(f"Epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
               f"test loss {test_loss:.4f} acc {test_acc:.2f}% | lr {lr:.3g} | {seconds:.1f}s")
         state = (self.model, self.optimizer, self.scheduler, epoch, self.history, self.config, self.scaler)
+        # The best first: a kill between the two saves leaves `best` ahead of `last`, whose resume trains the
+        # epoch again (the same way: its RNGs are saved) and writes both. The other way round, `last` would hold
+        # the epoch as done and its best model would be lost.
+        if self.best and test_acc > best:
+            save_checkpoint(self.best, *state)
         if self.last:
             save_checkpoint(self.last, *state)
             self.saved = epoch
-        if self.best and test_acc > best:
-            save_checkpoint(self.best, *state)
         if self.history_path:
             save_history(self.history_path, self.history)
 

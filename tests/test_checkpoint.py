@@ -91,6 +91,30 @@ def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+class ShellPayload:
+    """Unpickling this would run a shell command (os.system): one that creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_a_shell_command_is_refused_as_such(tmp_path):
+    """torch words its refusal differently from version to version (2.14: "unsupported GLOBAL posix.system
+    whose module posix is blocked"); the refusal is named for what it is in each."""
+    marker = tmp_path / "shell-ran"
+    model, _, _ = new_run(0)
+    torch.save({"model": model.state_dict(), "epoch": 1, "history": new_history(), "evil": ShellPayload(marker)},
+               tmp_path / "shell.pt")
+    with pytest.raises(ValueError, match=r"^refused to load .*shell.pt: it holds a pickled Python object "
+                                         r"\((posix|nt|os)\.system\) that could run code") as info:
+        load_checkpoint(tmp_path / "shell.pt", model)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
 def test_a_different_architecture_is_a_clear_error(tmp_path):
     torch.save(nn.Linear(4, 2).state_dict(), tmp_path / "linear.pt")
     with pytest.raises(ValueError, match="different model.*missing conv1.weight"):

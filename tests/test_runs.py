@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, new_run, train_py_refusal, write_idx
 
 from model import Net
-from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint
+from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint, new_history
 
 SMALL = ["--batch-size", "128", "--device", "cpu"]
 
@@ -117,6 +117,63 @@ def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root,
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
 
 
+def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_path, monkeypatch, capsys):
+    import s5.analysis
+    import train as train_py
+
+    write = s5.analysis.atomic_write
+
+    def full_disk_for_plots(path, data):  # the disk fills up as the plot is saved
+        if str(path).endswith(".png"):
+            raise OSError(f"cannot write {path}: No space left on device; any previous file is unchanged")
+        write(path, data)
+
+    monkeypatch.setattr(s5.analysis, "atomic_write", full_disk_for_plots)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = train_py.main(["--data-dir", str(mnist_root), "--epochs", "1", "--runs-dir", str(tmp_path), *SMALL])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    out, err = capsys.readouterr()
+    run = tmp_path / "exp"
+    assert code == 1 and err == (f"error: cannot write {run / 'train_metrics.png'}: No space left on device; any "
+                                 "previous file is unchanged\n")
+    assert f"history: {run / 'history.json'}, best model: {run / 'best.pt'}" in out and "plot:" not in out
+
+
+KILLED_BETWEEN_SAVES = """
+import os, runpy, signal, sys
+import s5.runs
+saved, save = [], s5.runs.save_checkpoint
+
+def save_then_die(path, *state):  # the process is killed right after the first of the last epoch's two saves
+    save(path, *state)
+    saved.append(state[3])
+    if saved.count({epochs}) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+s5.runs.save_checkpoint = save_then_die
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+def test_a_kill_between_the_last_epochs_two_saves_loses_no_best_model(mnist_root, tmp_path):
+    args = ["--data-dir", mnist_root, "--epochs", "2", "--lr", "0.002", *SMALL]
+    killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_SAVES.format(epochs=2, train=str(ROOT / "train.py")),
+                             *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    accuracies = re.findall(r"test loss \S+ acc (\S+)%", killed.stdout)
+    assert len(accuracies) == 2 and float(accuracies[1]) > float(accuracies[0]), killed.stdout  # epoch 2 is the best
+    run = tmp_path / "runs" / "exp"
+    resumed = train("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    done, history = load_checkpoint(run / "last.pt", Net())
+    best, _ = load_checkpoint(run / "best.pt", Net())
+    assert done == 2 and best == 1 + max(range(done), key=history["test_acc"].__getitem__) == 2
+
+
 def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):
     # Run train.py in a process whose address space may grow by 300 MB once its modules are loaded:
     # a batch of 512 needs more.
@@ -139,6 +196,9 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained
     assert train_py_refusal("--resume", run, "--data-dir", mnist_root) == (
         f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2 of 2; --epochs above 2 trains it "
         "further")
+    assert train_py_refusal("--resume", run, "--epochs", "1", "--data-dir", mnist_root) == (
+        f"error: nothing left to train: {run / 'last.pt'} already holds epoch 2; --epochs 1 is below it; --epochs "
+        "above 2 trains it further")  # not "epoch 2 of 1"
     assert train_py_refusal("--resume", run / "best.pt", "--epochs", "3", "--data-dir", mnist_root).startswith(
         f"error: {run / 'last.pt'} holds this run's latest epoch; resume from it")
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run
@@ -166,6 +226,46 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained
         holder.communicate("", timeout=60)
     with hold_run_folder(run):  # let go when that process ended
         pass
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epoch", "2", "its epoch is '2', not a whole number >= 0"),
+    ("config", "junk", "its config is 'junk', not a dict of the run's settings (run_config) or None"),
+    ("config", {"seed": 1}, "its config is not a run's settings (run_config)"),
+    ("rng_cpu", torch.zeros(7, dtype=torch.uint8), "its rng_cpu is a Tensor, not the CPU generator's state"),
+    ("history", None, "its history is None, not a dict of lists"),
+    ("history", {**new_history(), "epoch": [1], "test_acc": [50.0]}, "it is at epoch 2 but its history holds "
+                                                                       "epochs 1-1, in lists of unequal length"),
+])
+def test_a_checkpoint_with_edited_fields_is_refused_before_anything_trains(mnist_root, trained_run, tmp_path, field,
+                                                                            value, message):
+    run = copy_run(trained_run, tmp_path)
+    state = torch.load(run / "last.pt", weights_only=True)
+    torch.save({**state, field: value}, run / "last.pt")
+    kept = {path: path.read_bytes() for path in run.iterdir()}
+    refusal = train_py_refusal("--resume", run, "--epochs", "3", "--data-dir", mnist_root, *SMALL)
+    assert refusal.startswith(f"error: {run / 'last.pt'} is not a checkpoint as ") and message in refusal, refusal
+    assert "\n" not in refusal and {path: path.read_bytes() for path in run.iterdir()} == kept
+
+
+def test_two_runs_never_write_the_same_named_file(mnist_root, tmp_path, monkeypatch):
+    """`train.py --checkpoint shared/mine.pt --seed 1` and `--seed 2`, started together: the second is refused at
+    once, and the first run's file is its own."""
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--checkpoint", "shared/mine.pt", "--seed", "1",
+                              "--data-dir", str(mnist_root), "--epochs", "50", "--batch-size", "16", "--device", "cpu"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "MPLBACKEND": "Agg"})
+    try:
+        while not (line := first.stdout.readline()).startswith("run folder:"):  # its outputs checked and held
+            assert line, "the first run ended before training"
+        monkeypatch.chdir(tmp_path)
+        refused("shared/mine.pt is being written by another run; give this run another file, or wait for that run",
+                "--checkpoint", "shared/mine.pt", "--seed", "2", "--data-dir", mnist_root, "--epochs", "1", *SMALL)
+        assert not (tmp_path / "runs" / "exp2").exists()  # refused before its run folder was made
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143 and sorted(p.name for p in (tmp_path / "shared").iterdir()) in ([], ["mine.pt"])
 
 
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):

@@ -153,10 +153,11 @@ def output_paths(args, run_dir, holds):
     by a flag held for this run in `holds` (an ExitStack; hold_output), as its folder holds the others."""
     paths = {key: Path(getattr(args, key) or run_dir / name) for key, name in OUTPUTS.items()}
     for key, path in paths.items():
-        own = args.resume and getattr(args, key) is None  # the resumed run's own files: continued
+        # The resumed run's own files (by default, or named: --last RUN/last.pt) are continued.
+        own = args.resume and path.resolve() == (run_dir / OUTPUTS[key]).resolve()
         check = check_plot_path if key == "plot" else check_output
         check(path, overwrite=args.overwrite or own)  # its folder made
-        if getattr(args, key):
+        if getattr(args, key) and not own:  # a file outside the run's folder, which that folder's lock leaves free
             holds.enter_context(hold_output(path))
     return paths
 

@@ -386,3 +386,13 @@ def test_a_notebook_run_headless_shows_no_frozen_bar(tmp_path):
     assert "Epoch 1: done 19900" in log and "0%|" not in log
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
     assert [output.output_type for output in outputs] == ["stream"]  # the line, and no bar's widget
+
+
+def test_a_resumed_run_may_name_its_own_files(mnist_root, tmp_path):
+    assert train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "exp"
+    result = train("--resume", run, "--last", run / "last.pt", "--checkpoint", run / "best.pt", "--epochs", "2",
+                   "--data-dir", mnist_root, *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 2:" in result.stdout and load_checkpoint(run / "last.pt", Net())[0] == 2
+    assert sorted(path.name for path in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]

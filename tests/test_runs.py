@@ -330,12 +330,13 @@ def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist
     assert files(shared) == ["weights.pt"]
 
 
-def test_a_log_file_gets_one_line_per_epoch_and_no_frozen_bar(mnist_root, tmp_path):
-    result = train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=tmp_path)  # into pipes, as `> log 2>&1`
+def test_a_log_file_gets_one_line_per_epoch_and_no_frozen_bar(mnist_root, trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    result = train("--resume", run, "--epochs", "4", "--data-dir", mnist_root, *SMALL, cwd=tmp_path)  # as `> log`
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stdout + result.stderr and "it/s" not in result.stderr
-    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("Epoch")] == ["Epoch 1",
-                                                                                                   "Epoch 2"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("Epoch")] == ["Epoch 3",
+                                                                                                   "Epoch 4"]
 
 
 def test_a_terminal_gets_a_live_bar(mnist_root, tmp_path):
@@ -361,7 +362,7 @@ def test_a_terminal_gets_a_live_bar(mnist_root, tmp_path):
 
     reader = threading.Thread(target=read)
     reader.start()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--epochs", "1",
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--dry-run",
                            *SMALL], cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=600,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     os.close(follower)
@@ -388,11 +389,10 @@ def test_a_notebook_run_headless_shows_no_frozen_bar(tmp_path):
     assert [output.output_type for output in outputs] == ["stream"]  # the line, and no bar's widget
 
 
-def test_a_resumed_run_may_name_its_own_files(mnist_root, tmp_path):
-    assert train("--data-dir", mnist_root, "--epochs", "1", *SMALL, cwd=tmp_path).returncode == 0
-    run = tmp_path / "runs" / "exp"
-    result = train("--resume", run, "--last", run / "last.pt", "--checkpoint", run / "best.pt", "--epochs", "2",
+def test_a_resumed_run_may_name_its_own_files(mnist_root, trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    result = train("--resume", run, "--last", run / "last.pt", "--checkpoint", run / "best.pt", "--epochs", "3",
                    "--data-dir", mnist_root, *SMALL, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Epoch 2:" in result.stdout and load_checkpoint(run / "last.pt", Net())[0] == 2
+    assert "Epoch 3:" in result.stdout and load_checkpoint(run / "last.pt", Net())[0] == 3
     assert sorted(path.name for path in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]

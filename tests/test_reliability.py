@@ -98,7 +98,8 @@ def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
         assert torch.isfinite(value).all()
 
 
-@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; kill, a scheduler
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])  # Ctrl-C; kill, a scheduler
 def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root, tmp_path, stop, code):
     args = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--batch-size", "16",
             "--device", "cpu"]
@@ -428,7 +429,7 @@ def test_a_criterion_that_gives_one_loss_per_image_is_named():
 def test_the_stop_test_passes_in_a_suite_started_in_the_background(tmp_path):
     """`python -m pytest &` from a script: bash starts the job with SIGINT ignored, which its children inherit."""
     test = "tests/test_reliability.py::test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes"
-    suite = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider '{test}[2-130]' & wait $!"
+    suite = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider '{test}[ctrl-c]' & wait $!"
     result = subprocess.run(["bash", "-c", suite], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stdout[-2000:]

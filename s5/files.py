@@ -5,14 +5,20 @@ import errno
 import glob
 import itertools
 import os
+import re
+import time
 from pathlib import Path
 
 from s5.config import one_of
 
+# An empty run folder younger than this may be one a notebook made and has not trained in yet: kept.
+EMPTY_FOLDER_KEPT_S = 600
+
 
 def make_run_dir(root="runs", name="exp"):
     """A new, empty folder for one run: root/name, else root/name2, root/name3, ... (each made with one
-    mkdir, so two runs started at once never share a folder). Returns its Path."""
+    mkdir, so two runs started at once never share a folder). Returns its Path. Then sweeps what runs killed
+    outright (kill -9, a power cut) left in the earlier folders of that name (sweep_killed_runs)."""
     if name in ("", "..") or Path(name).name != name:  # "a/b", ".", "./x": a path, not a name
         raise ValueError(f"run name {name!r} is not a folder name; give one such as 'exp' (--runs-dir says where)")
     root = Path(root)
@@ -22,9 +28,45 @@ def make_run_dir(root="runs", name="exp"):
             with contextlib.suppress(FileExistsError):
                 path = root / (name if n == 1 else f"{name}{n}")
                 path.mkdir()
-                return path
+                break
     except OSError as error:
         raise OSError(f"cannot make a run folder in {root}: {error.strerror or error}") from error
+    sweep_killed_runs(root, name, keep=path)
+    return path
+
+
+def sweep_killed_runs(root, name, keep=None):
+    """Remove, in root's folders name, name2, ... (but `keep`), what a run killed outright left: the
+    temporary files of its unfinished saves (their writer is gone), then the folder if that leaves it empty,
+    or if it has been empty for EMPTY_FOLDER_KEPT_S (a run killed before its first save). A folder that a
+    live run holds (hold_run_folder), or that cannot be locked to ask, is left alone; nothing here fails."""
+    if os.name != "posix":  # flock, and os.kill(pid, 0) to ask whether a writer is alive: POSIX only
+        return
+    pattern = re.compile(re.escape(name) + r"\d*")
+    with contextlib.suppress(OSError):
+        for folder in sorted(Path(root).iterdir()):
+            if folder != keep and pattern.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+                with contextlib.suppress(OSError):
+                    _sweep_killed_run(folder)
+
+
+def _sweep_killed_run(folder):
+    import fcntl
+
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError when held: left alone
+        swept = False
+        for entry in folder.iterdir():
+            writer = re.fullmatch(r"\..+\.(\d+)\.tmp", entry.name)
+            if writer and int(writer[1]) != os.getpid() and not _alive(int(writer[1])):
+                entry.unlink()
+                swept = True
+        unchanged_for = time.time() - folder.stat().st_mtime
+        if not any(folder.iterdir()) and (swept or unchanged_for > EMPTY_FOLDER_KEPT_S):
+            folder.rmdir()
+    finally:
+        os.close(descriptor)
 
 
 def check_output(path, overwrite=False):
@@ -38,8 +80,11 @@ def check_output(path, overwrite=False):
     try:
         _make_folder(path.parent)
         _sweep_temporaries(path)
-        os.close(os.open(_temporary(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        os.unlink(_temporary(path))
+        try:  # a stop that lands between the two calls leaves no file
+            os.close(os.open(_temporary(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_temporary(path))
     except OSError as error:
         raise OSError(f"cannot write {path}: {error.strerror or error}") from error
     return path

@@ -9,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT, new_run, train_py_refusal, write_idx
 
+import s5.files
 from model import Net
 from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint, new_history
 
@@ -172,6 +174,47 @@ def test_a_kill_between_the_last_epochs_two_saves_loses_no_best_model(mnist_root
     done, history = load_checkpoint(run / "last.pt", Net())
     best, _ = load_checkpoint(run / "best.pt", Net())
     assert done == 2 and best == 1 + max(range(done), key=history["test_acc"].__getitem__) == 2
+
+
+KILLED_AT_FIRST_SAVE = """
+import os, runpy, signal, sys
+import s5.files, s5.runs
+save, replace = s5.runs.save_checkpoint, os.replace
+
+def die(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def replace_then_die(source, target):  # the checkpoint written to its temporary file, not yet renamed
+    if str(target).endswith(".pt"):
+        die()
+    replace(source, target)
+
+if {during!r} == "save":
+    s5.files.os.replace = replace_then_die
+else:  # before it
+    s5.runs.save_checkpoint = die
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+def test_what_a_run_killed_at_its_first_save_leaves_is_swept_by_the_next_run(mnist_root, tmp_path):
+    """kill -9 before the first save leaves an empty run folder; during it, the save's temporary file as well.
+    The next run of the command removes the temporary file (its writer is gone) and the folder it leaves
+    empty, and an empty folder once it is EMPTY_FOLDER_KEPT_S old (a younger one may be a notebook's)."""
+    args = ["--data-dir", mnist_root, "--epochs", "1", *SMALL]
+    for during in ("before", "save"):
+        killed = subprocess.run([sys.executable, "-c", KILLED_AT_FIRST_SAVE.format(during=during, train=str(
+            ROOT / "train.py")), *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    runs = tmp_path / "runs"
+    left = files(runs)  # the empty exp kept: it is young
+    assert left[:2] == ["exp", "exp2"] and re.fullmatch(r"exp2/\.best\.pt\.\d+\.tmp", left[2]) and len(left) == 3, left
+    stale = time.time() - s5.files.EMPTY_FOLDER_KEPT_S - 1
+    os.utime(runs / "exp", (stale, stale))
+    assert train(*args, cwd=tmp_path).returncode == 0
+    assert files(runs) == ["exp3", "exp3/best.pt", "exp3/history.json", "exp3/last.pt", "exp3/train_metrics.png"]
 
 
 def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):

@@ -216,25 +216,23 @@ def keep_drawings(drawings):
 
 
 def build_app(model, min_confidence=None):
-    """The page: a sketchpad and an upload on the left, the answer and what the model sees on the right;
-    min_confidence as read_picture takes it. It reads only what it was sent (uploaded_path), one picture at a
-    time, and deletes uploads after DELETE_CACHE; launch it with launch_options()."""
+    """The page: two tabs, "Draw" (a sketchpad) and "Upload", each with its own answer and the picture the
+    model saw beside it, so that a drawing's answer that comes late never stands beside an upload (nor the
+    other way round); min_confidence as read_picture takes it. It reads only what it was sent (uploaded_path),
+    one picture at a time, and deletes uploads after DELETE_CACHE; launch it with launch_options()."""
     with gr.Blocks(title="Draw a digit: the S5 Net reads it", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("## Draw a digit\nDraw one digit with the mouse, or upload a photo of one: the network answers "
                     "after every stroke, and shows the 28×28 picture it sees after preprocessing.")
-        with gr.Row():
-            with gr.Column():
-                with gr.Tab("Draw"):
-                    sketch = gr.Sketchpad(label="sketchpad", type="pil", format="png", canvas_size=(CANVAS, CANVAS),
-                                          fixed_canvas=True, layers=False, transforms=(),
-                                          brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
-                                          elem_id="sketchpad")
-                with gr.Tab("Upload"):
-                    upload = gr.Image(label="a photo or scan of one digit", type="pil", sources=["upload", "clipboard"],
-                                      elem_id="upload")
-            with gr.Column():
-                answer = gr.Label(num_top_classes=3, label="what the model reads", elem_id="answer")
-                seen = gr.Image(label="what the model sees (28×28)", interactive=False, elem_id="seen")
+        with gr.Tab("Draw"), gr.Row():
+            sketch = gr.Sketchpad(label="sketchpad", type="pil", format="png", canvas_size=(CANVAS, CANVAS),
+                                  fixed_canvas=True, layers=False, transforms=(),
+                                  brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
+                                  elem_id="sketchpad")
+            drawn_answer, drawn_seen = answer_column("answer", "seen")
+        with gr.Tab("Upload"), gr.Row():
+            upload = gr.Image(label="a photo or scan of one digit", type="pil", sources=["upload", "clipboard"],
+                              elem_id="upload")
+            answer, seen = answer_column("upload-answer", "upload-seen")
         # The handlers get what was sent, malformed or not, to refuse it in one line (lenient); set on the
         # components, as subclasses of them would make Gradio write app.pyi.
         upload.data_model, sketch.data_model = lenient(ImageData), lenient(Drawing)
@@ -256,7 +254,7 @@ def build_app(model, min_confidence=None):
         # preprocess=False: the handlers get what was sent, not Gradio's decoding of it, and check it themselves
         # (Gradio decodes a picture whole, whatever its size). The upload's picture waits in a State (which the
         # API leaves out) for the preview, so the file is read once.
-        sketch.change(read_drawing, sketch, [answer, seen], api_name=False, trigger_mode="always_last",
+        sketch.change(read_drawing, sketch, [drawn_answer, drawn_seen], api_name=False, trigger_mode="always_last",
                       show_progress="hidden", preprocess=False, **READING)
         preview = gr.State()
         reading = upload.upload(read_file, upload, [answer, preview], api_name="predict", preprocess=False, **READING)
@@ -264,6 +262,13 @@ def build_app(model, min_confidence=None):
         reading.failure(lambda: (None, None), None, [answer, seen], api_name=False)  # no answer left from before
         upload.clear(lambda: (None, None), None, [answer, seen], api_name=False)
     return app
+
+
+def answer_column(answer_id, seen_id):
+    """What the model reads (the top 3 digits, or why none) and the 28×28 picture it saw, one above the other."""
+    with gr.Column():
+        return (gr.Label(num_top_classes=3, label="what the model reads", elem_id=answer_id),
+                gr.Image(label="what the model sees (28×28)", interactive=False, elem_id=seen_id))
 
 
 def launch_options():

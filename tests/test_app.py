@@ -448,9 +448,13 @@ def test_a_digit_drawn_with_the_mouse_in_a_real_browser(server, tmp_path):
             expect(answer.locator("[data-testid='label-output-value']")).to_contain_text("not a digit, it seems",
                                                                                           timeout=30_000)
             page.get_by_role("tab", name="Upload").click()
+            # The upload's own answer: the drawing's, however late it comes, stays in the Draw tab.
+            answer = page.locator("#upload-answer")
+            expect(answer.locator("[data-testid='label-output-value']")).to_have_count(0)
             uploads(tmp_path)
             page.locator("#upload input[type=file]").set_input_files(tmp_path / "transparent.png")
             expect(answer.locator("[data-testid='label-output-value']")).to_have_text("7", timeout=30_000)
+            expect(page.locator("#upload-seen img")).to_be_visible()
             (tmp_path / "notes.png").write_text("not a picture")
             page.locator("#upload input[type=file]").set_input_files(tmp_path / "notes.png")
             expect(page.get_by_text("notes.png: cannot read a picture (not in a picture format")).to_be_visible(

@@ -18,7 +18,7 @@ EMPTY_FOLDER_KEPT_S = 600
 def make_run_dir(root="runs", name="exp"):
     """A new, empty folder for one run: root/name, else root/name2, root/name3, ... (each made with one
     mkdir, so two runs started at once never share a folder). Returns its Path. Then sweeps what runs killed
-    outright (kill -9, a power cut) left in the earlier folders of that name (sweep_killed_runs)."""
+    outright (kill -9) left in the earlier folders of that name (sweep_killed_runs)."""
     if name in ("", "..") or Path(name).name != name:  # "a/b", ".", "./x": a path, not a name
         raise ValueError(f"run name {name!r} is not a folder name; give one such as 'exp' (--runs-dir says where)")
     root = Path(root)
@@ -31,7 +31,11 @@ def make_run_dir(root="runs", name="exp"):
                 break
     except OSError as error:
         raise OSError(f"cannot make a run folder in {root}: {error.strerror or error}") from error
-    sweep_killed_runs(root, name, keep=path)
+    try:
+        sweep_killed_runs(root, name, keep=path)
+    except BaseException:  # a stop meanwhile: the caller never learns of the new folder, so it goes too
+        path.rmdir()
+        raise
     return path
 
 
@@ -42,7 +46,7 @@ def sweep_killed_runs(root, name, keep=None):
     live run holds (hold_run_folder), or that cannot be locked to ask, is left alone; nothing here fails."""
     if os.name != "posix":  # flock, and os.kill(pid, 0) to ask whether a writer is alive: POSIX only
         return
-    pattern = re.compile(re.escape(name) + r"\d*")
+    pattern = re.compile(re.escape(name) + r"([2-9]\d*|1\d+)?")  # what make_run_dir names
     with contextlib.suppress(OSError):
         for folder in sorted(Path(root).iterdir()):
             if folder != keep and pattern.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
@@ -53,7 +57,7 @@ def sweep_killed_runs(root, name, keep=None):
 def _sweep_killed_run(folder):
     import fcntl
 
-    descriptor = os.open(folder, os.O_RDONLY)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError when held: left alone
         swept = False
@@ -101,10 +105,10 @@ def _make_folder(folder):
 @contextlib.contextmanager
 def hold_run_folder(folder):
     """Hold `folder` for one training run while the block runs: a second process that asks for it (another
-    train.py or notebook resuming the same run) gets BlockingIOError at once instead of mixing its epochs
-    into this run's files. An advisory lock (flock) on the folder itself: nothing is written, and the
-    system drops it when the process ends, however it ends. Where folders cannot be locked (Windows, some
-    network file systems) it holds nothing."""
+    train.py or notebook resuming the same run) gets BlockingIOError within a second (sweep_killed_runs may
+    hold a folder for a moment) instead of mixing its epochs into this run's files. An advisory
+    lock (flock) on the folder itself: nothing is written, and the system drops it when the process ends,
+    however it ends. Where folders cannot be locked (Windows, some network file systems) it holds nothing."""
     try:
         import fcntl
         descriptor = os.open(folder, os.O_RDONLY)
@@ -112,13 +116,17 @@ def hold_run_folder(folder):
         yield
         return
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BlockingIOError(f"{folder} is being trained by another process; wait for that run to end or "
-                                  "stop it (two runs in one folder would mix their files)") from None
-        except OSError:  # no locks on this file system
-            pass
+        for wait in (0.05, 0.1, 0.2, 0.3, 0.4, None):
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait is None:
+                    raise BlockingIOError(f"{folder} is being trained by another process; wait for that run to end "
+                                          "or stop it (two runs in one folder would mix their files)") from None
+                time.sleep(wait)
+            except OSError:  # no locks on this file system
+                break
         yield
     finally:
         os.close(descriptor)
@@ -186,7 +194,7 @@ def _alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except (PermissionError, OverflowError):  # another user's process; not a process id (left alone)
         return True
     return True
 

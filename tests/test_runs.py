@@ -18,7 +18,7 @@ from conftest import ROOT, new_run, train_py_refusal, write_idx
 
 import s5.files
 from model import Net
-from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint, new_history
+from utils import IDX_LABELS_MAGIC, MNIST_FILES, fit, hold_run_folder, load_checkpoint, make_run_dir, new_history
 
 SMALL = ["--batch-size", "128", "--device", "cpu"]
 
@@ -215,6 +215,29 @@ def test_what_a_run_killed_at_its_first_save_leaves_is_swept_by_the_next_run(mni
     os.utime(runs / "exp", (stale, stale))
     assert train(*args, cwd=tmp_path).returncode == 0
     assert files(runs) == ["exp3", "exp3/best.pt", "exp3/history.json", "exp3/last.pt", "exp3/train_metrics.png"]
+
+
+def test_the_sweep_leaves_what_a_live_run_holds_or_writes(tmp_path):
+    """What make_run_dir sweeps is only what dead writers left in folders no run holds: a held folder, a live
+    writer's temporary file and a run's own files stay."""
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    writing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held, live, done = (make_run_dir(tmp_path) for _ in range(3))  # exp, exp2, exp3
+        for folder, pid in ((held, ended.pid), (live, writing.pid), (done, ended.pid)):
+            (folder / f".last.pt.{pid}.tmp").write_bytes(b"half a checkpoint")
+        (done / "last.pt").write_bytes(b"a checkpoint")
+        stale = time.time() - s5.files.EMPTY_FOLDER_KEPT_S - 1
+        for folder in (held, live, done):
+            os.utime(folder, (stale, stale))
+        with hold_run_folder(held):
+            assert make_run_dir(tmp_path).name == "exp4"
+        assert files(tmp_path) == ["exp", f"exp/.last.pt.{ended.pid}.tmp", "exp2", f"exp2/.last.pt.{writing.pid}.tmp",
+                                   "exp3", "exp3/last.pt", "exp4"]
+    finally:
+        writing.kill()
+        writing.wait()
 
 
 def test_running_out_of_memory_is_one_line_with_a_hint(mnist_root, tmp_path):

@@ -62,8 +62,8 @@ def _sweep_killed_run(folder):
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError when held: left alone
         swept = False
         for entry in folder.iterdir():
-            writer = re.fullmatch(r"\..+\.(\d+)\.tmp", entry.name)
-            if writer and int(writer[1]) != os.getpid() and not _alive(int(writer[1])):
+            writer = _writer(entry)
+            if writer is not None and writer != os.getpid() and not _alive(writer):
                 entry.unlink()
                 swept = True
         unchanged_for = time.time() - folder.stat().st_mtime
@@ -178,13 +178,19 @@ def _temporary(path, pid=None):
     return path.with_name(f".{path.name}.{pid or os.getpid()}.tmp")
 
 
+def _writer(temporary):
+    """The id of the process that named `temporary` (as _temporary names it), or None if it is not so named."""
+    match = re.fullmatch(r"\..+\.(\d+)\.tmp", temporary.name)
+    return int(match[1]) if match else None
+
+
 def _sweep_temporaries(path):
     """Remove the temporary files of path that writers killed mid-write left behind (their process is gone)."""
     if os.name != "posix":  # os.kill(pid, 0) only asks on POSIX
         return
     for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = temporary.name[len(path.name) + 2:-len(".tmp")]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        writer = _writer(temporary)
+        if writer is not None and (writer == os.getpid() or not _alive(writer)):
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
 

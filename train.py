@@ -309,7 +309,9 @@ def finish(args, paths, history, best, new_dir, code, error):
         try:
             save_history(paths["history"], history)
             written.append(f"history: {paths['history']}")
-            plot_train_metrics(history, save_path=paths["plot"])
+            import matplotlib.pyplot as plt  # loaded by the plot already
+
+            plt.close(plot_train_metrics(history, save_path=paths["plot"]))  # a file, not a figure to show
             written.append(f"plot: {paths['plot']}")
         except OSError as failure:
             code, error = 1, error or str(failure)

@@ -1,8 +1,12 @@
 """Shared fixtures: a small synthetic MNIST written as real IDX files, laid out as torchvision expects;
 and a fresh run (model, optimizer, scheduler) for the checkpoint and interruption tests."""
 
+import contextlib
+import io
+import os
 import signal
 import struct
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -37,6 +41,36 @@ def refusal(main, *args):
     finally:
         signal.signal(signal.SIGTERM, handler)
     return str(exit.value)
+
+
+def run_in_process(main, *args, cwd):
+    """`python SCRIPT ARGS` in the folder cwd, run by the script's main(ARGS) in this process, without a new
+    interpreter's seconds of imports: a CompletedProcess with the exit code and what it printed, as the shell
+    would see them. What a script changes for its whole process (SIGTERM's handler, torch's threads, the
+    working folder) is put back. Tests that need a process of its own (a signal, a limit, a terminal) start one."""
+    out, err = io.StringIO(), io.StringIO()
+    handler, threads, here = signal.getsignal(signal.SIGTERM), torch.get_num_threads(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exit:  # as the interpreter ends on it
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+                if not isinstance(exit.code, int | None):
+                    print(exit.code, file=sys.stderr)
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, handler)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([main.__module__, *map(str, args)], code or 0, out.getvalue(), err.getvalue())
+
+
+def train_py(*args, cwd):
+    """run_in_process of `python train.py ARGS`."""
+    import train
+
+    return run_in_process(train.main, *args, cwd=cwd)
 
 
 def train_py_refusal(*args):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, png_claiming, refusal, train_py_refusal
+from conftest import ROOT, png_claiming, refusal, train_py, train_py_refusal
 from PIL import Image, ImageDraw
 
 import app
@@ -51,7 +51,7 @@ def test_train_bad_values_get_argparse_errors(args, message, capsys):
 
 @pytest.mark.parametrize("pipeline, more", [("fast", []), ("s5", []), ("fast", ["--compile", "cudagraphs"])])
 def test_train_dry_run(mnist_root, tmp_path, pipeline, more):
-    result = run("train.py", "--dry-run", "--data-dir", mnist_root, "--pipeline", pipeline, *more, cwd=tmp_path)
+    result = train_py("--dry-run", "--data-dir", mnist_root, "--pipeline", pipeline, *more, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Epoch 1: train loss" in result.stdout
 
@@ -67,7 +67,7 @@ def test_train_writes_history_plot_and_checkpoints_then_resumes(mnist_root, tmp_
     assert (run_dir / "train_metrics.png").stat().st_size > 1000
     assert (run_dir / "best.pt").exists()
     # The batch size and the rest come from the run itself; only the epochs are new.
-    result = run("train.py", "--epochs", "3", "--resume", "runs/exp", *common, cwd=tmp_path)
+    result = train_py("--epochs", "3", "--resume", "runs/exp", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "resumed from runs/exp/last.pt after epoch 2" in result.stdout and "Epoch 3:" in result.stdout
     assert "batch_size=128" in result.stdout

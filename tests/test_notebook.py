@@ -1,7 +1,6 @@
 """S5.ipynb runs top to bottom, headless, with tiny parameters on the synthetic data."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ import sys
 
 import papermill
 import pytest
-from conftest import ROOT
+from conftest import ROOT, train_py
 
 sys.path.insert(0, str(ROOT / "tools"))
 from tidy_notebook import WIDGET  # noqa: E402
@@ -60,16 +59,12 @@ def test_notebook_runs_end_to_end_and_matches_train_py(mnist_root, tmp_path):
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
 
     # The same seed and recipe from the shell: the same epochs, digit for digit.
-    cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "--epochs", "2", "--batch-size", "128",
-                          "--data-dir", str(mnist_root)], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
+    cli = train_py("--epochs", "2", "--batch-size", "128", "--data-dir", mnist_root, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert epoch_metrics(text) == epoch_metrics(cli.stdout) and len(epoch_metrics(text)) == 2
     # ... and it can continue the notebook's run: the notebook saved what the run is made of.
     shutil.copytree(run, tmp_path / "copy")
-    cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run), "--epochs", "3",
-                          "--data-dir", str(mnist_root)], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "MPLBACKEND": "Agg"}, timeout=600)
+    cli = train_py("--resume", run, "--epochs", "3", "--data-dir", mnist_root, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert "batch_size=128" in cli.stdout and "Epoch 3: train loss" in cli.stdout
 

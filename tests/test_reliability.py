@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, new_run, train_py_refusal
+from conftest import ROOT, new_run, train_py, train_py_refusal
 
 import utils
 from model import Net
@@ -129,8 +129,7 @@ def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root
     if stop == signal.SIGTERM:  # the files are those a Ctrl-C leaves, and resume as below
         return
 
-    resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume", "runs/exp"],
-                             capture_output=True, timeout=300, **shell)
+    resumed = train_py(*args[2:], "--epochs", done + 1, "--resume", "runs/exp", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "runs" / "exp" / "history.json").read_text())["epoch"] == list(range(1, done + 2))
 
@@ -138,19 +137,19 @@ def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root
 def train_py_with_a_stop(monkeypatch, where, stop, *args):
     """train.main(ARGS) in this process, with the signal `stop` sent to it as train.py calls `where` (one of
     its functions): as when Ctrl-C or a kill lands at that point. Returns its exit code."""
-    import train as train_py
+    import train as script
 
-    called = getattr(train_py, where)
+    called = getattr(script, where)
 
     def stopped_in(*a, **k):
         os.kill(os.getpid(), stop)
         return called(*a, **k)
 
-    monkeypatch.setattr(train_py, where, stopped_in)
+    monkeypatch.setattr(script, where, stopped_in)
     handlers = {kind: signal.getsignal(kind) for kind in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a foreground shell gives it
     try:
-        return train_py.main([str(arg) for arg in args])
+        return script.main([str(arg) for arg in args])
     finally:
         for kind, handler in handlers.items():
             signal.signal(kind, handler)

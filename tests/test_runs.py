@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, new_run, train_py_refusal, write_idx
+from conftest import ROOT, new_run, train_py, train_py_refusal, write_idx
 
 import s5.files
 from model import Net
@@ -24,7 +24,8 @@ SMALL = ["--batch-size", "128", "--device", "cpu"]
 
 
 def train(*args, cwd, limits=None):
-    """python train.py ARGS in cwd; `limits` (resource -> bytes) are applied to the process, as `ulimit`."""
+    """python train.py ARGS in cwd, a process of its own; `limits` (resource -> bytes) are applied to it, as
+    `ulimit`. (train_py runs train.py in this process, where nothing needs a process of its own.)"""
     def apply_limits():
         for kind, value in (limits or {}).items():
             resource.setrlimit(kind, (value, resource.RLIM_INFINITY))
@@ -57,7 +58,7 @@ def trained_run(mnist_root, tmp_path_factory):
     """The folder of one `python train.py --epochs 2` run (the S5 recipe, batch 128), made once; tests that
     need a finished run copy it (copy_run) rather than train one each."""
     cwd = tmp_path_factory.mktemp("trained")
-    result = train("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=cwd)
+    result = train_py("--data-dir", mnist_root, "--epochs", "2", *SMALL, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return cwd / "runs" / "exp"
 
@@ -71,7 +72,7 @@ def test_each_run_gets_a_new_folder_and_never_replaces_an_earlier_one(mnist_root
     copy_run(trained_run, tmp_path)
     kept = {p: p.read_bytes() for p in (tmp_path / "runs" / "exp").iterdir()}
     assert sorted(p.name for p in kept) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
-    second = train("--data-dir", mnist_root, "--epochs", "1", "--lr", "0.05", *SMALL, cwd=tmp_path)
+    second = train_py("--data-dir", mnist_root, "--epochs", "1", "--lr", "0.05", *SMALL, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "run folder: runs/exp2" in second.stdout
     assert all(path.read_bytes() == data for path, data in kept.items())
@@ -85,7 +86,7 @@ def test_an_existing_output_file_is_refused_unless_overwrite(mnist_root, tmp_pat
             "--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", *SMALL)
     assert (tmp_path / "mine.pt").read_bytes() == b"a model I care about"
     assert files(tmp_path) == ["mine.pt", "runs"]  # no training, and no run folder left behind
-    replaced = train("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", "--overwrite",
+    replaced = train_py("--data-dir", mnist_root, "--epochs", "1", "--checkpoint", "mine.pt", "--overwrite",
                      "--history", "logs/2026/h.json", *SMALL, cwd=tmp_path)  # a missing folder is made
     assert replaced.returncode == 0, replaced.stderr
     assert load_checkpoint(tmp_path / "mine.pt", Net())[0] == 1
@@ -169,7 +170,7 @@ def test_a_kill_between_the_last_epochs_two_saves_loses_no_best_model(mnist_root
     accuracies = re.findall(r"test loss \S+ acc (\S+)%", killed.stdout)
     assert len(accuracies) == 2 and float(accuracies[1]) > float(accuracies[0]), killed.stdout  # epoch 2 is the best
     run = tmp_path / "runs" / "exp"
-    resumed = train("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
+    resumed = train_py("--resume", run, "--data-dir", mnist_root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     done, history = load_checkpoint(run / "last.pt", Net())
     best, _ = load_checkpoint(run / "best.pt", Net())
@@ -213,7 +214,7 @@ def test_what_a_run_killed_at_its_first_save_leaves_is_swept_by_the_next_run(mni
     assert left[:2] == ["exp", "exp2"] and re.fullmatch(r"exp2/\.best\.pt\.\d+\.tmp", left[2]) and len(left) == 3, left
     stale = time.time() - s5.files.EMPTY_FOLDER_KEPT_S - 1
     os.utime(runs / "exp", (stale, stale))
-    assert train(*args, cwd=tmp_path).returncode == 0
+    assert train_py(*args, cwd=tmp_path).returncode == 0
     assert files(runs) == ["exp3", "exp3/best.pt", "exp3/history.json", "exp3/last.pt", "exp3/train_metrics.png"]
 
 
@@ -270,7 +271,8 @@ def test_resume_refuses_changed_hyperparameters_and_says_why(mnist_root, trained
     assert load_checkpoint(run / "last.pt", Net())[0] == 2  # nothing above changed the run
 
     # While another process trains the run (a second terminal, a notebook), neither a resume nor fit joins it.
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, utils\nwith utils.hold_run_folder(sys.argv[1]):\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, s5.files\n"
+                               "with s5.files.hold_run_folder(sys.argv[1]):\n"
                                "    print('holding', flush=True)\n    sys.stdin.read()", str(run)], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -335,7 +337,7 @@ def test_two_runs_never_write_the_same_named_file(mnist_root, tmp_path, monkeypa
 
 
 def test_a_onecycle_run_cannot_be_extended(mnist_root, tmp_path):
-    assert train("--data-dir", mnist_root, "--recipe", "onecycle", "--epochs", "2", *SMALL,
+    assert train_py("--data-dir", mnist_root, "--recipe", "onecycle", "--epochs", "2", *SMALL,
                  cwd=tmp_path).returncode == 0
     run = tmp_path / "runs" / "exp"
     assert train_py_refusal("--resume", run, "--epochs", "4", "--data-dir", mnist_root) == (
@@ -370,7 +372,7 @@ def test_a_batch_larger_than_the_training_set_is_refused(mnist_root, tmp_path, m
 
 
 def test_dry_run_ends_with_a_verdict_and_writes_nothing(mnist_root, tmp_path):
-    result = train("--data-dir", mnist_root, "--dry-run", "--device", "cpu", cwd=tmp_path)
+    result = train_py("--data-dir", mnist_root, "--dry-run", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "dry run: data, model, one training and one test step work"
     assert files(tmp_path) == []
@@ -398,7 +400,8 @@ def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist
 
 def test_a_log_file_gets_one_line_per_epoch_and_no_frozen_bar(mnist_root, trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path)
-    result = train("--resume", run, "--epochs", "4", "--data-dir", mnist_root, *SMALL, cwd=tmp_path)  # as `> log`
+    # stdout and stderr not a terminal, as `> log`
+    result = train_py("--resume", run, "--epochs", "4", "--data-dir", mnist_root, *SMALL, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stdout + result.stderr and "it/s" not in result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("Epoch")] == ["Epoch 3",
@@ -442,7 +445,7 @@ def test_a_notebook_run_headless_shows_no_frozen_bar(tmp_path):
     import nbformat
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom utils import progress_bar\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom s5.checks import progress_bar\n"
         "total = sum(progress_bar(range(200), 'Epoch 1'))\nprint('Epoch 1: done', total)")])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "bars.ipynb")
@@ -457,7 +460,7 @@ def test_a_notebook_run_headless_shows_no_frozen_bar(tmp_path):
 
 def test_a_resumed_run_may_name_its_own_files(mnist_root, trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path)
-    result = train("--resume", run, "--last", run / "last.pt", "--checkpoint", run / "best.pt", "--epochs", "3",
+    result = train_py("--resume", run, "--last", run / "last.pt", "--checkpoint", run / "best.pt", "--epochs", "3",
                    "--data-dir", mnist_root, *SMALL, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Epoch 3:" in result.stdout and load_checkpoint(run / "last.pt", Net())[0] == 3

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import N_TRAIN, ROOT
+from conftest import N_TRAIN, ROOT, make_mnist_root, run_in_process
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -27,7 +27,14 @@ import tune  # noqa: E402
 
 from utils import get_mnist_datasets  # noqa: E402
 
-TINY = ("--epochs", 2, "--validation", 128, "--threads", 1)  # seconds per trial on 384 synthetic images
+N_SEARCH = 192  # training images in the search's data: trials of a second or two
+TINY = ("--epochs", 2, "--validation", 64, "--threads", 1)
+
+
+@pytest.fixture(scope="module")
+def search_root(tmp_path_factory):
+    """A data_dir of N_SEARCH synthetic training images (and 64 test images) for the search's workers."""
+    return make_mnist_root(tmp_path_factory.mktemp("search"), N_SEARCH, 64)
 
 
 def start(script, *args, cwd):
@@ -52,6 +59,12 @@ def finish(process, timeout=300):
 
 def run(script, *args, cwd):
     return finish(start(script, *args, cwd=cwd))
+
+
+def in_process(script, *args, cwd):
+    """run(), by the script's main() in this process (conftest.run_in_process)."""
+    result = run_in_process({"tune.py": tune.main, "bench.py": bench.main}[script], *args, cwd=cwd)
+    return result.returncode, result.stdout, result.stderr
 
 
 def load(journal, study="onecycle"):
@@ -91,9 +104,9 @@ def test_validation_split_holds_out_training_images_only(mnist_root):
         tune.validation_split(mnist_root, N_TRAIN, seed=3)
 
 
-def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, tmp_path, capsys):
+def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(search_root, tmp_path, capsys):
     journal = tmp_path / "tune.journal"
-    code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", journal, "--trials", 2, *TINY, cwd=tmp_path)
+    code, out, err = run("tune.py", "--data-dir", search_root, "--storage", journal, "--trials", 2, *TINY, cwd=tmp_path)
     assert code == 0, err
     first = trials(journal)
     assert [t.number for t in first] == [0, 1] and len(finished(first)) == 2
@@ -107,8 +120,9 @@ def test_tiny_study_reports_every_epoch_prints_the_best_and_resumes(mnist_root, 
     assert "as a recipe: Recipe(epochs=2" in out
     for name in ("history", "epochs"):
         assert (tmp_path / f"onecycle_{name}.png").stat().st_size > 0
-    # The same command with more trials goes on with the same study.
-    code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", journal, "--trials", 3, *TINY, cwd=tmp_path)
+    # The same command with more trials goes on with the same study (tune.main in this process: no new Python).
+    code, out, err = in_process("tune.py", "--data-dir", search_root, "--storage", journal, "--trials", 3, *TINY,
+                                cwd=tmp_path)
     assert code == 0, err
     after = trials(journal)
     assert [t.number for t in after] == [0, 1, 2]
@@ -168,10 +182,10 @@ def postgres():
 
 
 @pytest.mark.parametrize("storage", ["journal", "postgresql", "sqlite"])
-def test_two_workers_share_a_study_without_losing_or_repeating_trials(mnist_root, tmp_path, storage, request):
+def test_two_workers_share_a_study_without_losing_or_repeating_trials(search_root, tmp_path, storage, request):
     address = {"journal": lambda: tmp_path / "tune.journal", "sqlite": lambda: f"sqlite:///{tmp_path}/new/tune.db",
                "postgresql": lambda: request.getfixturevalue("postgres")}[storage]()
-    args = ("--data-dir", mnist_root, "--storage", address, "--trials", 6, *TINY)
+    args = ("--data-dir", search_root, "--storage", address, "--trials", 6, *TINY)
     workers = [start("tune.py", *args, cwd=tmp_path) for _ in range(2)]
     results = [finish(worker) for worker in workers]
     for code, _, err in results:
@@ -191,11 +205,11 @@ def test_two_workers_share_a_study_without_losing_or_repeating_trials(mnist_root
 
 
 
-def test_a_worker_through_the_grpc_proxy(mnist_root, tmp_path):
+def test_a_worker_through_the_grpc_proxy(search_root, tmp_path):
     journal, port = tmp_path / "tune.journal", free_port()
     proxy = start("tune.py", "--serve", f"127.0.0.1:{port}", "--storage", journal, cwd=tmp_path)
     try:
-        code, out, err = run("tune.py", "--data-dir", mnist_root, "--storage", f"grpc://127.0.0.1:{port}",
+        code, out, err = run("tune.py", "--data-dir", search_root, "--storage", f"grpc://127.0.0.1:{port}",
                              "--trials", 2, *TINY, cwd=tmp_path)
         assert code == 0, err
         assert f"grpc://127.0.0.1:{port}" in out
@@ -206,9 +220,9 @@ def test_a_worker_through_the_grpc_proxy(mnist_root, tmp_path):
     assert (tmp_path / "runs" / "onecycle_history.png").exists()
 
 
-def test_a_killed_worker_leaves_a_study_that_goes_on(mnist_root, tmp_path):
+def test_a_killed_worker_leaves_a_study_that_goes_on(search_root, tmp_path):
     journal = tmp_path / "tune.journal"
-    args = ("--data-dir", mnist_root, "--storage", journal, "--trials", 1, "--epochs", 4, "--validation", 128,
+    args = ("--data-dir", search_root, "--storage", journal, "--trials", 1, "--epochs", 4, "--validation", 64,
             "--threads", 1)
     worker = start("tune.py", *args, cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -226,17 +240,17 @@ def test_a_killed_worker_leaves_a_study_that_goes_on(mnist_root, tmp_path):
     assert states[:2] == ["RUNNING", "RUNNING"] and len(finished(trials(journal))) == 1
 
 
-def test_refusals_are_one_line(mnist_root, tmp_path):
+def test_refusals_are_one_line(search_root, tmp_path):
     journal = tmp_path / "tune.journal"
-    common = ["--data-dir", str(mnist_root), "--storage", str(journal), "--trials", "1", "--validation", "128"]
-    assert run("tune.py", *common, "--epochs", 1, "--threads", 1, cwd=tmp_path)[0] == 0
+    common = ["--data-dir", str(search_root), "--storage", str(journal), "--trials", "1", "--validation", "64"]
+    assert in_process("tune.py", *common, "--epochs", 1, "--threads", 1, cwd=tmp_path)[0] == 0
     refusals = {
         ("--epochs", "3"): "study 'onecycle' was made with other settings: --epochs 3 (study: 1)",
         ("--epochs", "1", "--storage", "grpc://nowhere"): "write a gRPC proxy's address as grpc://HOST:PORT",
         ("--epochs", "1", "--storage", "postgresql://u@127.0.0.1:1/db"): "cannot open --storage postgresql://",
         ("--epochs", "1", "--storage", "mysql+mysqldb://u@127.0.0.1:1/db"):
             "no driver for this database is installed (No module named 'MySQLdb')",
-        ("--epochs", "1", "--validation", str(N_TRAIN)): "--validation must be between 1 and",
+        ("--epochs", "1", "--validation", str(N_SEARCH)): "--validation must be between 1 and",
     }
     for extra, message in refusals.items():
         with pytest.raises(SystemExit) as exit:
@@ -256,7 +270,7 @@ def test_refusals_are_one_line(mnist_root, tmp_path):
         before = mistyped.read_bytes()
         for extra in (["--epochs", "1"], ["--report"]):
             with pytest.raises(SystemExit) as exit:
-                tune.main(common[:2] + ["--validation", "128", "--storage", str(mistyped)] + extra)
+                tune.main(common[:2] + ["--validation", "64", "--storage", str(mistyped)] + extra)
             assert str(exit.value) == (f"error: {mistyped} is not an Optuna journal (its first line is no journal "
                                        "record); give the study's journal, or a new file")
         assert mistyped.read_bytes() == before  # not a byte appended
@@ -282,14 +296,14 @@ def test_bench_seeds_summarise_every_run(mnist_root, tmp_path):
         assert (summary["min"], summary["max"]) == (values.min().item(), values.max().item())
     assert f"final_test_acc over 3 seeds: {result['summary']['final_test_acc']['mean']:.2f}" in stdout
     before = out.read_bytes()
-    code, _, err = run("bench.py", "--mode", "full", "--seeds", 1, "--data-dir", mnist_root, "--out", out,
-                       cwd=tmp_path)
+    code, _, err = in_process("bench.py", "--mode", "full", "--seeds", 1, "--data-dir", mnist_root, "--out", out,
+                              cwd=tmp_path)
     assert code != 0 and "already exists" in err and out.read_bytes() == before
 
 
 def test_bench_throughput_times_the_precision_asked_for(mnist_root, tmp_path):
     tiny = ("--batch-size", 64, "--batches", 2, "--repeats", 1, "--matmul-size", 64, "--data-dir", mnist_root)
-    code, stdout, err = run("bench.py", *tiny, "--precision", "fp32", cwd=tmp_path)
+    code, stdout, err = in_process("bench.py", *tiny, "--precision", "fp32", cwd=tmp_path)
     assert code == 0, err
     assert "device cpu, precision fp32" in stdout  # the header names the precision timed
     assert "original S5 pipeline: median" in stdout and "fast path, fp32: median" in stdout
@@ -297,8 +311,8 @@ def test_bench_throughput_times_the_precision_asked_for(mnist_root, tmp_path):
 
 
 def test_bench_profile_says_where_a_step_goes(mnist_root, tmp_path):
-    code, stdout, err = run("bench.py", "--mode", "profile", "--batch-size", 32, "--batches", 2, "--repeats", 1,
-                            "--precision", "fp32", "--data-dir", mnist_root, cwd=tmp_path)
+    code, stdout, err = in_process("bench.py", "--mode", "profile", "--batch-size", 32, "--batches", 2, "--repeats",
+                                   1, "--precision", "fp32", "--data-dir", mnist_root, cwd=tmp_path)
     assert code == 0, err
     assert "step (--compile auto): median" in stdout and "ms over 1 runs of 2 batches of 32" in stdout
     # On a CPU each op is timed directly: the busiest first, with its share of the step's time in ops.

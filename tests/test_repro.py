@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import make_mnist_root
 
 from model import Net
 from utils import (
@@ -15,6 +16,12 @@ from utils import (
     new_history,
     set_seed,
 )
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    """256 synthetic training images and 64 test images: 4 batches of 64 an epoch."""
+    return make_mnist_root(tmp_path_factory.mktemp("small"), 256, 64)
 
 
 def start(root, pipeline="fast", schedule="step", seed=0, optimizer="sgd"):
@@ -35,27 +42,27 @@ def metrics(history):
 
 
 @pytest.mark.parametrize("pipeline", ["fast", "s5"])
-def test_same_seed_gives_identical_metrics(mnist_root, pipeline):
+def test_same_seed_gives_identical_metrics(small_root, pipeline):
     runs = []
     for _ in range(2):
-        model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, pipeline)
+        model, optimizer, scheduler, train_loader, test_loader = start(small_root, pipeline)
         runs.append(fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2))
     assert metrics(runs[0]) == metrics(runs[1])
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, pipeline, seed=1)
+    model, optimizer, scheduler, train_loader, test_loader = start(small_root, pipeline, seed=1)
     other = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 1)  # one epoch tells
     assert metrics(other)["train_loss"][0] != metrics(runs[0])["train_loss"][0]
 
 
 @pytest.mark.parametrize("schedule, opt", [("step", "sgd"), ("onecycle", "sgd"), ("onecycle", "adam")])
-def test_resume_matches_a_straight_run(mnist_root, tmp_path, schedule, opt):
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
+def test_resume_matches_a_straight_run(small_root, tmp_path, schedule, opt):
+    model, optimizer, scheduler, train_loader, test_loader = start(small_root, schedule=schedule, optimizer=opt)
     straight = fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 4)
     straight_weights = model.state_dict()
 
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
+    model, optimizer, scheduler, train_loader, test_loader = start(small_root, schedule=schedule, optimizer=opt)
     fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 2, checkpoint_path=tmp_path / "last.pt")
 
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root, schedule=schedule, optimizer=opt)
+    model, optimizer, scheduler, train_loader, test_loader = start(small_root, schedule=schedule, optimizer=opt)
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore what matters
     done, history = load_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler)
     assert done == 2 and len(history["epoch"]) == 2
@@ -67,8 +74,8 @@ def test_resume_matches_a_straight_run(mnist_root, tmp_path, schedule, opt):
         assert torch.equal(value, straight_weights[key]), key
 
 
-def test_best_checkpoint_holds_the_best_epoch(mnist_root, tmp_path):
-    model, optimizer, scheduler, train_loader, test_loader = start(mnist_root)
+def test_best_checkpoint_holds_the_best_epoch(small_root, tmp_path):
+    model, optimizer, scheduler, train_loader, test_loader = start(small_root)
     history = new_history()
     fit(model, "cpu", train_loader, test_loader, optimizer, scheduler, 3, history=history,
         best_path=tmp_path / "best.pt")

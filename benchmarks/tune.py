@@ -298,7 +298,8 @@ def report_best(study, plots_dir):
             ax.set_xlabel("epoch")
             # The lowest tenth (the few diverging epochs) off the scale.
             low, high = sorted(accuracies)[len(accuracies) // 10], max(accuracies)
-            ax.set_ylim(low, high + 0.1 * (high - low))
+            if high > low:  # else one value (a study of one epoch): matplotlib's own scale
+                ax.set_ylim(low, high + 0.1 * (high - low))
         figure = ax.get_figure()
         figure.tight_layout()
         path = Path(plots_dir) / f"{study.study_name}_{name}.png"

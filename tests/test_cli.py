@@ -1,4 +1,5 @@
-"""train.py and predict.py from the shell, as a user runs them."""
+"""train.py and predict.py as a user runs them: from the shell, or by their main() in this process where a
+process of their own would test nothing more."""
 
 import json
 import os

@@ -101,13 +101,13 @@ def test_nan_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["ctrl-c", "sigterm"])  # Ctrl-C; kill, a scheduler
 def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root, tmp_path, stop, code):
-    args = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(mnist_root), "--batch-size", "16",
-            "--device", "cpu"]
+    flags = ["--data-dir", str(mnist_root), "--batch-size", "16", "--device", "cpu"]
     shell = dict(cwd=tmp_path, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
     # Ctrl-C's default handler, as a shell in the foreground gives it: a test suite started in the background
     # (`pytest &`, nohup) has SIGINT ignored, and a child would inherit that.
-    proc = subprocess.Popen([*args, "--epochs", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **shell)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *flags, "--epochs", "50"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **shell)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "runs" / "exp" / "last.pt").exists():
@@ -129,7 +129,7 @@ def test_a_stop_in_the_shell_keeps_history_and_checkpoint_and_resumes(mnist_root
     if stop == signal.SIGTERM:  # the files are those a Ctrl-C leaves, and resume as below
         return
 
-    resumed = train_py(*args[2:], "--epochs", done + 1, "--resume", "runs/exp", cwd=tmp_path)
+    resumed = train_py(*flags, "--epochs", done + 1, "--resume", "runs/exp", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "runs" / "exp" / "history.json").read_text())["epoch"] == list(range(1, done + 2))
 

@@ -120,9 +120,8 @@ def test_a_save_that_fails_is_one_line_and_keeps_the_last_checkpoint(mnist_root,
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "train_metrics.png"]
 
 
-def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_path, monkeypatch, capsys):
+def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_path, monkeypatch):
     import s5.analysis
-    import train as train_py
 
     write = s5.analysis.atomic_write
 
@@ -132,12 +131,8 @@ def test_a_plot_that_cannot_be_written_is_not_named_as_written(mnist_root, tmp_p
         write(path, data)
 
     monkeypatch.setattr(s5.analysis, "atomic_write", full_disk_for_plots)
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        code = train_py.main(["--data-dir", str(mnist_root), "--epochs", "1", "--runs-dir", str(tmp_path), *SMALL])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    out, err = capsys.readouterr()
+    result = train_py("--data-dir", mnist_root, "--epochs", "1", "--runs-dir", tmp_path, *SMALL, cwd=tmp_path)
+    code, out, err = result.returncode, result.stdout, result.stderr
     run = tmp_path / "exp"
     assert code == 1 and err == (f"error: cannot write {run / 'train_metrics.png'}: No space left on device; any "
                                  "previous file is unchanged\n")
@@ -378,8 +373,7 @@ def test_dry_run_ends_with_a_verdict_and_writes_nothing(mnist_root, tmp_path):
     assert files(tmp_path) == []
 
 
-def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist_root, tmp_path, capsys):
-    import train as train_py
+def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist_root, tmp_path):
     from utils import export_weights, new_history, save_checkpoint
 
     model, optimizer, scheduler = new_run()
@@ -387,13 +381,9 @@ def test_resuming_from_weights_without_an_optimizer_is_refused_in_one_line(mnist
     save_checkpoint(tmp_path / "run" / "last.pt", model, optimizer, scheduler, 1, history)
     shared = tmp_path / "shared"
     export_weights(tmp_path / "run" / "last.pt", shared / "weights.pt")
-    handler = signal.getsignal(signal.SIGTERM)  # train.main makes SIGTERM stop a run: put pytest's back
-    try:
-        code = train_py.main(["--resume", str(shared / "weights.pt"), "--epochs", "3", "--data-dir", str(mnist_root),
-                              *SMALL])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    err = capsys.readouterr().err
+    result = train_py("--resume", shared / "weights.pt", "--epochs", "3", "--data-dir", mnist_root, *SMALL,
+                      cwd=tmp_path)
+    code, err = result.returncode, result.stderr
     assert code == 1 and err.startswith("error: ") and "no run resumes from it" in err and len(err.splitlines()) == 1
     assert files(shared) == ["weights.pt"]
 
